@@ -1,0 +1,5 @@
+//! cairn's one integration-test binary (as wasmtime does it): one compile,
+//! shared fixtures (built example plugins, one PostgreSQL server), a module
+//! per area.
+
+mod support;
