@@ -2,4 +2,7 @@
 //! shared fixtures (built example plugins, one PostgreSQL server), a module
 //! per area.
 
+mod cli;
+mod registry;
+mod sandbox;
 mod support;

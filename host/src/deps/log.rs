@@ -1,0 +1,60 @@
+//! `cairn:plugin/log`: structured logging into the host's `tracing` output.
+//!
+//! Every record is a `tracing` event with target `cairn::guest` and the
+//! fields `module`, `action` and `attempt` taken from the call — the guest
+//! cannot forge them. Guest fields are rendered as `key=value` pairs in one
+//! `fields` field (tracing's field names are static). Messages longer than
+//! [`MAX_MESSAGE`] are truncated so one record cannot flood the logs.
+
+use super::Dependency;
+use crate::bindings::cairn::plugin::log::{self, Level};
+use crate::sandbox::HostState;
+use wasmtime::component::HasSelf;
+
+/// Longest message or fields text kept per record, in bytes.
+const MAX_MESSAGE: usize = 16 * 1024;
+
+pub(crate) const DEPENDENCY: Dependency = Dependency {
+    name: "log",
+    interface: "cairn:plugin/log",
+    add_to_linker: |linker| log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s),
+};
+
+impl log::Host for HostState {
+    fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+        let call = &self.call;
+        let message = truncate(message);
+        let fields = truncate(
+            fields
+                .iter()
+                .map(|(k, v)| format!("{k}={v:?}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        let (module, action, attempt) = (&call.module, &call.action, call.attempt);
+        macro_rules! emit {
+            ($lvl:ident) => {
+                tracing::$lvl!(target: "cairn::guest", module = %module, action = %action, attempt, fields = %fields, "{message}")
+            };
+        }
+        match level {
+            Level::Trace => emit!(trace),
+            Level::Debug => emit!(debug),
+            Level::Info => emit!(info),
+            Level::Warn => emit!(warn),
+            Level::Error => emit!(error),
+        }
+    }
+}
+
+fn truncate(mut text: String) -> String {
+    if text.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("…(truncated)");
+    }
+    text
+}

@@ -1,0 +1,87 @@
+//! Every sandbox limit and tuning knob, with its default and its environment
+//! override, in one place.
+//!
+//! Strategy: [`Limits::from_env`] starts from [`Limits::default`] and applies
+//! `CAIRN_*` variables. A variable that is set but does not parse is an error
+//! naming the variable and the expected form — never silently ignored, because
+//! a typo in a memory cap is a security bug.
+
+use anyhow::{bail, Context, Result};
+use std::time::Duration;
+
+/// Sandbox limits shared by every plugin the host runs.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear-memory cap per instance. 64 MiB fits every example with room to
+    /// spare while keeping a thousand pooled slots affordable.
+    pub memory_bytes: u64,
+    /// Budget for one attempt of an action that declares no timeout. 30 s is
+    /// long enough for real work and short enough that a stuck guest is
+    /// noticed within one lease period.
+    pub default_timeout: Duration,
+    /// Budget for `describe` at load time: it must be pure and fast.
+    pub describe_timeout: Duration,
+    /// How often the engine's single ticker thread bumps the epoch. Each tick
+    /// lets a running guest yield to other tasks and checks its deadline, so
+    /// this is the granularity of timeouts; 10 ms costs nothing measurable.
+    pub epoch_tick: Duration,
+    /// Pooled instance slots: the most instances alive at once, which bounds
+    /// concurrency. Each slot reserves address space, not memory.
+    pub pool_instances: u32,
+    /// Most bytes of one call's stdout/stderr forwarded to the logs; the rest
+    /// is counted and dropped so a chatty guest cannot flood the host.
+    pub max_output_bytes: usize,
+    /// Wasm stack limit per instance.
+    pub max_wasm_stack: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            default_timeout: Duration::from_secs(30),
+            describe_timeout: Duration::from_secs(5),
+            epoch_tick: Duration::from_millis(10),
+            pool_instances: 256,
+            max_output_bytes: 1 << 20,
+            max_wasm_stack: 1 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// Defaults with `CAIRN_MEMORY_MIB`, `CAIRN_TIMEOUT_MS`,
+    /// `CAIRN_POOL_INSTANCES` and `CAIRN_MAX_OUTPUT_BYTES` applied.
+    ///
+    /// # Errors
+    /// A variable that is set but is not a positive integer.
+    pub fn from_env() -> Result<Self> {
+        let mut limits = Limits::default();
+        if let Some(mib) = env_u64("CAIRN_MEMORY_MIB")? {
+            limits.memory_bytes = mib << 20;
+        }
+        if let Some(ms) = env_u64("CAIRN_TIMEOUT_MS")? {
+            limits.default_timeout = Duration::from_millis(ms);
+        }
+        if let Some(n) = env_u64("CAIRN_POOL_INSTANCES")? {
+            limits.pool_instances =
+                u32::try_from(n).context("CAIRN_POOL_INSTANCES is too large")?;
+        }
+        if let Some(n) = env_u64("CAIRN_MAX_OUTPUT_BYTES")? {
+            limits.max_output_bytes =
+                usize::try_from(n).context("CAIRN_MAX_OUTPUT_BYTES is too large")?;
+        }
+        Ok(limits)
+    }
+}
+
+fn env_u64(name: &str) -> Result<Option<u64>> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{name} is not valid UTF-8"),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(0) | Err(_) => bail!("{name}={text:?} is not a positive integer"),
+            Ok(n) => Ok(Some(n)),
+        },
+    }
+}

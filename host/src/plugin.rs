@@ -1,0 +1,363 @@
+//! Load a plugin file: validate, compile once, link, describe.
+//!
+//! Strategy, by phase (every error names the file and the phase):
+//! 1. **read** the file and take its SHA-256 digest (the plugin's identity);
+//! 2. **validate** the bytes: a WebAssembly *component* (a core module gets a
+//!    hint about `wasm32-wasip2`), that exports `cairn:plugin/plugin@0.1.x`
+//!    and imports only what this host provides — WASI p2 and the
+//!    dependencies in [`crate::deps`]. Anything else is refused naming the
+//!    offending import;
+//! 3. **compile** with the shared engine, once (off the async executor);
+//! 4. **link** WASI (denying) plus exactly the dependencies the component
+//!    imports, and keep the resulting `InstancePre`;
+//! 5. **describe**: call `describe` in a throwaway instance under the
+//!    sandbox limits, and check the answer (non-empty module, unique action
+//!    names, no `:` in names).
+//!
+//! A bad file never affects other plugins: [`load_dir`] collects rejections
+//! next to the plugins that loaded.
+
+use crate::bindings::{ActionInfo, PluginInfo, PluginWorldPre};
+use crate::deps;
+use crate::runtime::Runtime;
+use crate::sandbox::{self, HostState, Invocation};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use wasmtime::component::{Component, Linker};
+
+/// The cairn interface every plugin must export.
+pub const PLUGIN_EXPORT: &str = "cairn:plugin/plugin";
+
+/// WASI p2 packages whose interfaces are always linked (with a denying
+/// context). Rust's standard library makes every guest import some of them.
+const WASI_PACKAGES: &[&str] = &[
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+];
+
+/// A loaded, validated, compiled plugin, ready to instantiate per call.
+pub struct Plugin {
+    /// The file it was loaded from.
+    pub file: PathBuf,
+    /// Hex SHA-256 of the file's bytes: its identity for conflicts and caching.
+    pub digest: String,
+    /// The module its actions live in, as `describe` said.
+    pub module: String,
+    /// The actions it provides, as `describe` said.
+    pub actions: Vec<ActionInfo>,
+    /// Every import of the component (WASI and cairn), in order.
+    pub imports: Vec<String>,
+    pub(crate) pre: PluginWorldPre<HostState>,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("file", &self.file)
+            .field("digest", &self.digest)
+            .field("module", &self.module)
+            .field(
+                "actions",
+                &self.actions.iter().map(|a| &a.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Plugin {
+    /// The file name, for messages.
+    pub fn file_name(&self) -> String {
+        display_name(&self.file)
+    }
+
+    /// The digest shortened for display.
+    pub fn short_digest(&self) -> &str {
+        &self.digest[..12]
+    }
+
+    /// The `cairn:plugin` dependencies this plugin imports, by short name.
+    pub fn dependencies(&self) -> Vec<&'static str> {
+        self.imports
+            .iter()
+            .filter_map(|i| deps::find(i))
+            .map(|d| d.name)
+            .collect()
+    }
+
+    /// Run one action in a fresh sandboxed instance. See [`crate::sandbox`].
+    pub async fn invoke(
+        &self,
+        runtime: &Runtime,
+        action: &str,
+        args: Vec<u8>,
+        invocation: &Invocation,
+    ) -> Result<Vec<u8>, sandbox::Failure> {
+        sandbox::invoke(runtime, &self.pre, &self.module, action, args, invocation).await
+    }
+}
+
+/// The phase of loading that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the file.
+    Read,
+    /// Checking the bytes, exports and imports.
+    Validate,
+    /// Compiling with wasmtime.
+    Compile,
+    /// Linking imports.
+    Link,
+    /// Calling and checking `describe`.
+    Describe,
+    /// Registering its actions.
+    Register,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Read => "read",
+            Phase::Validate => "validate",
+            Phase::Compile => "compile",
+            Phase::Link => "link",
+            Phase::Describe => "describe",
+            Phase::Register => "register",
+        })
+    }
+}
+
+/// A plugin file that was refused, and why. Displays as one line.
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    /// The file.
+    pub file: PathBuf,
+    /// Where loading stopped.
+    pub phase: Phase,
+    /// Why, in one line.
+    pub message: String,
+}
+
+impl LoadError {
+    pub(crate) fn new(file: &Path, phase: Phase, message: impl Into<String>) -> Self {
+        LoadError {
+            file: file.to_owned(),
+            phase,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "plugin `{}` rejected ({}): {}",
+            display_name(&self.file),
+            self.phase,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Load one plugin file. See the module docs for the phases.
+///
+/// # Errors
+/// A [`LoadError`] naming the file, the phase and the reason.
+pub async fn load_file(runtime: &Runtime, path: &Path) -> Result<Plugin, LoadError> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| LoadError::new(path, Phase::Read, e.to_string()))?;
+    load_bytes(runtime, path, bytes).await
+}
+
+/// Load a plugin from bytes; `path` is used for messages and listings.
+///
+/// # Errors
+/// As [`load_file`].
+pub async fn load_bytes(
+    runtime: &Runtime,
+    path: &Path,
+    bytes: Vec<u8>,
+) -> Result<Plugin, LoadError> {
+    let digest = hex::encode(Sha256::digest(&bytes));
+    check_header(&bytes).map_err(|m| LoadError::new(path, Phase::Validate, m))?;
+
+    let engine = runtime.engine().clone();
+    let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+        .await
+        .map_err(|e| LoadError::new(path, Phase::Compile, e.to_string()))?
+        .map_err(|e| LoadError::new(path, Phase::Compile, sandbox::one_line(&e)))?;
+
+    let imports = check_imports_exports(runtime, &component)
+        .map_err(|m| LoadError::new(path, Phase::Validate, m))?;
+
+    let mut linker: Linker<HostState> = Linker::new(runtime.engine());
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(|e| LoadError::new(path, Phase::Link, sandbox::one_line(&e)))?;
+    for import in &imports {
+        if let Some(dep) = deps::find(import) {
+            (dep.add_to_linker)(&mut linker).map_err(|e| {
+                LoadError::new(
+                    path,
+                    Phase::Link,
+                    format!("linking `{}`: {}", dep.name, sandbox::one_line(&e)),
+                )
+            })?;
+        }
+    }
+    let instance_pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| LoadError::new(path, Phase::Link, sandbox::one_line(&e)))?;
+    let pre = PluginWorldPre::new(instance_pre)
+        .map_err(|e| LoadError::new(path, Phase::Link, sandbox::one_line(&e)))?;
+
+    let info = describe(runtime, &pre, path).await?;
+    Ok(Plugin {
+        file: path.to_owned(),
+        digest,
+        module: info.module,
+        actions: info.actions,
+        imports,
+        pre,
+    })
+}
+
+/// Distinguish "not wasm" and "core module" from a component up front: the
+/// compiler's own errors for those are cryptic.
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    const MAGIC: &[u8] = b"\0asm";
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err("not a WebAssembly file".into());
+    }
+    // Bytes 4..8: version (2 bytes) and layer (2 bytes); layer 1 = component.
+    if bytes[6..8] == [0, 0] {
+        return Err("a core WebAssembly module, not a component (build the plugin with `--target wasm32-wasip2`)".into());
+    }
+    Ok(())
+}
+
+/// Check the component's exports and imports; return the import names.
+fn check_imports_exports(runtime: &Runtime, component: &Component) -> Result<Vec<String>, String> {
+    let engine = runtime.engine();
+    let ty = component.component_type();
+    let exports_plugin = ty
+        .exports(engine)
+        .any(|(name, _)| interface_of(name) == PLUGIN_EXPORT && version_ok(name));
+    if !exports_plugin {
+        return Err(format!(
+            "does not export `{PLUGIN_EXPORT}@0.1.x` (is it a cairn plugin built with cairn-sdk?)"
+        ));
+    }
+    let mut imports = Vec::new();
+    for (name, _) in ty.imports(engine) {
+        let provided = WASI_PACKAGES.iter().any(|p| name.starts_with(p))
+            || deps::find(name).is_some()
+            || (interface_of(name) == "cairn:plugin/types" && version_ok(name));
+        if !provided {
+            return Err(format!(
+                "imports `{name}`, which this host does not provide"
+            ));
+        }
+        imports.push(name.to_owned());
+    }
+    Ok(imports)
+}
+
+fn interface_of(name: &str) -> &str {
+    name.split_once('@').map_or(name, |(i, _)| i)
+}
+
+fn version_ok(name: &str) -> bool {
+    name.split_once('@')
+        .is_some_and(|(_, v)| v.starts_with(deps::PACKAGE_VERSION_PREFIX))
+}
+
+async fn describe(
+    runtime: &Runtime,
+    pre: &PluginWorldPre<HostState>,
+    path: &Path,
+) -> Result<PluginInfo, LoadError> {
+    let invocation = Invocation {
+        action_id: "describe".into(),
+        attempt: 1,
+        timeout: runtime.limits().describe_timeout,
+    };
+    let module_hint = display_name(path);
+    let info = sandbox::describe(runtime, pre, &module_hint, &invocation)
+        .await
+        .map_err(|f| LoadError::new(path, Phase::Describe, f.to_string()))?;
+
+    let bad = |m: String| Err(LoadError::new(path, Phase::Describe, m));
+    if !valid_name(&info.module) {
+        return bad(format!(
+            "module name {:?} is empty or contains `:` or whitespace",
+            info.module
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for action in &info.actions {
+        if !valid_name(&action.name) {
+            return bad(format!(
+                "action name {:?} is empty or contains `:` or whitespace",
+                action.name
+            ));
+        }
+        if !seen.insert(action.name.as_str()) {
+            return bad(format!("action `{}` is declared twice", action.name));
+        }
+    }
+    Ok(info)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(':') && !name.chars().any(char::is_whitespace)
+}
+
+pub(crate) fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// What loading a directory produced.
+#[derive(Debug, Default)]
+pub struct DirLoad {
+    /// Plugins that loaded, in file-name order.
+    pub plugins: Vec<Plugin>,
+    /// Files that were refused, in file-name order.
+    pub rejected: Vec<LoadError>,
+}
+
+/// Load every `*.wasm` file in `dir` (not recursive), in file-name order.
+///
+/// # Errors
+/// Only when the directory itself cannot be read; bad files end up in
+/// [`DirLoad::rejected`].
+pub async fn load_dir(runtime: &Runtime, dir: &Path) -> anyhow::Result<DirLoad> {
+    let mut files = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir)
+        .await
+        .map_err(|e| anyhow::anyhow!("plugin directory `{}` cannot be read: {e}", dir.display()))?;
+    while let Some(entry) = entries.next_entry().await? {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "wasm") && entry.file_type().await?.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut out = DirLoad::default();
+    for file in files {
+        match load_file(runtime, &file).await {
+            Ok(plugin) => out.plugins.push(plugin),
+            Err(err) => out.rejected.push(err),
+        }
+    }
+    Ok(out)
+}
