@@ -1,0 +1,3 @@
+//! The one integration-test binary of cairn-payload; one module per area.
+
+mod generated;
