@@ -25,9 +25,11 @@
 
 pub mod bindings;
 pub mod cli;
+pub mod db;
 pub mod deps;
 pub mod limits;
 pub mod plugin;
+pub mod queue;
 pub mod registry;
 pub mod runtime;
 pub mod sandbox;

@@ -1,0 +1,152 @@
+//! Claiming due rows, in one statement.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row};
+
+use super::{millis, unsigned};
+
+/// An action this host serves, as the claim needs it: its key, and the
+/// `max_attempts` of its declared (or the host's default) retry policy, which
+/// the claim writes into rows that do not override it. From then on the row
+/// carries its effective limit, so any host can decide a rescue without
+/// knowing the action.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServedAction {
+    /// The plugin's module.
+    pub module: String,
+    /// The action's name.
+    pub name: String,
+    /// Total attempts allowed when the row does not say (at least 1).
+    pub max_attempts: u32,
+}
+
+/// A row this host now owns: everything the worker needs to run it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimedAction {
+    /// The row's id.
+    pub id: i64,
+    /// The plugin's module.
+    pub module: String,
+    /// The action's name.
+    pub name: String,
+    /// Protobuf `WorkflowArguments`, exactly as enqueued.
+    pub args: Vec<u8>,
+    /// This attempt's number, starting at 1.
+    pub attempt: u32,
+    /// Total attempts allowed (the row's override, else the action's
+    /// default as given to [`claim`]).
+    pub max_attempts: u32,
+    /// The row's priority (lower runs first).
+    pub priority: i32,
+    /// The row's timeout override; `None`: the action's default.
+    pub timeout: Option<Duration>,
+    /// The row's initial-backoff override; `None`: the action's default.
+    pub initial_backoff: Option<Duration>,
+    /// The row's max-backoff override; `None`: the action's default.
+    pub max_backoff: Option<Duration>,
+    /// When the row became due.
+    pub run_at: DateTime<Utc>,
+    /// When it was enqueued (for latency measurements).
+    pub created_at: DateTime<Utc>,
+    /// When the lease runs out unless [`renew`](super::renew)ed (database
+    /// clock).
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// Claims up to `limit` due rows of the `served` actions for `owner`, with a
+/// lease of `lease`, in one statement. Rows of other actions stay queued for
+/// hosts that serve them.
+///
+/// Returned in claim order: `(priority, run_at, id)`, lower first. Pass the
+/// worker's free capacity as `limit`, never more, so that rows are not held
+/// by a host that cannot start them.
+///
+/// # Errors
+///
+/// When the statement fails (`queue claim failed: ...`).
+pub async fn claim(
+    pool: &PgPool,
+    owner: &str,
+    limit: u32,
+    lease: Duration,
+    served: &[ServedAction],
+) -> Result<Vec<ClaimedAction>> {
+    if limit == 0 || served.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut seen = HashSet::new();
+    let (mut modules, mut names, mut maxes) = (Vec::new(), Vec::new(), Vec::new());
+    for s in served {
+        if seen.insert((s.module.as_str(), s.name.as_str())) {
+            modules.push(s.module.as_str());
+            names.push(s.name.as_str());
+            maxes.push(i32::try_from(s.max_attempts.max(1)).unwrap_or(i32::MAX));
+        }
+    }
+    let rows = sqlx::query(
+        r#"
+        WITH served AS (
+            SELECT * FROM unnest($3::text[], $4::text[], $5::integer[]) AS s(module, name, max_attempts)
+        ), picked AS (
+            SELECT a.id, s.max_attempts AS default_max_attempts
+            FROM cairn.actions a
+            JOIN served s ON s.module = a.module AND s.name = a.name
+            WHERE a.status = 'queued' AND a.run_at <= now()
+            ORDER BY a.priority, a.run_at, a.id
+            LIMIT $2
+            FOR UPDATE OF a SKIP LOCKED
+        )
+        UPDATE cairn.actions a
+        SET status = 'running',
+            lease_owner = $1,
+            lease_expires_at = now() + $6 * interval '1 millisecond',
+            attempts = a.attempts + 1,
+            started_at = now(),
+            max_attempts = coalesce(a.max_attempts, p.default_max_attempts)
+        FROM picked p
+        WHERE a.id = p.id
+        RETURNING a.id, a.module, a.name, a.args, a.attempts, a.max_attempts, a.priority,
+                  a.timeout_ms, a.initial_backoff_ms, a.max_backoff_ms,
+                  a.run_at, a.created_at, a.lease_expires_at
+        "#,
+    )
+    .bind(owner)
+    .bind(i64::from(limit))
+    .bind(&modules)
+    .bind(&names)
+    .bind(&maxes)
+    .bind(millis(lease))
+    .fetch_all(pool)
+    .await
+    .context("queue claim failed")?;
+
+    let ms = |v: Option<i64>| v.map(|v| Duration::from_millis(unsigned(v)));
+    let mut claimed = rows
+        .into_iter()
+        .map(|r| {
+            Ok(ClaimedAction {
+                id: r.try_get("id")?,
+                module: r.try_get("module")?,
+                name: r.try_get("name")?,
+                args: r.try_get("args")?,
+                attempt: unsigned(r.try_get::<i32, _>("attempts")?.into()) as u32,
+                max_attempts: unsigned(r.try_get::<i32, _>("max_attempts")?.into()) as u32,
+                priority: r.try_get("priority")?,
+                timeout: ms(r.try_get("timeout_ms")?),
+                initial_backoff: ms(r.try_get("initial_backoff_ms")?),
+                max_backoff: ms(r.try_get("max_backoff_ms")?),
+                run_at: r.try_get("run_at")?,
+                created_at: r.try_get("created_at")?,
+                lease_expires_at: r.try_get("lease_expires_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .context("queue claim failed: reading a claimed row")?;
+    // UPDATE ... RETURNING does not keep the picked order.
+    claimed.sort_by(|a, b| (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id)));
+    Ok(claimed)
+}

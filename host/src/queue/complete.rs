@@ -1,0 +1,164 @@
+//! Writing outcomes, many rows per statement.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sqlx::PgPool;
+
+use super::millis;
+
+/// What became of one attempt of a row the caller owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The action returned; `result` (a result payload) is stored unchanged.
+    Succeeded {
+        /// Protobuf result payload (key `result`).
+        result: Vec<u8>,
+    },
+    /// The action failed for good (non-retryable, or the last attempt).
+    Failed {
+        /// Protobuf error payload (key `error`).
+        error: Vec<u8>,
+    },
+    /// The attempt failed and another is allowed: the row goes back to
+    /// `queued` with `run_at = now() + backoff` (database clock, so hosts'
+    /// clock skew does not matter), lease cleared, `error` kept as the last
+    /// error.
+    Retry {
+        /// Protobuf error payload of this attempt.
+        error: Vec<u8>,
+        /// Delay before the row is claimable again (see
+        /// [`backoff`](super::backoff)).
+        backoff: Duration,
+    },
+    /// The host is shutting down and did not finish the attempt: the row goes
+    /// back to `queued` at its old place in line, and the attempt is **not
+    /// counted** (`attempts` is decremented), since the action did not fail.
+    Requeue,
+}
+
+/// One row's outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The row's id.
+    pub id: i64,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+impl Completion {
+    /// The row succeeded with `result`.
+    pub fn succeeded(id: i64, result: Vec<u8>) -> Self {
+        Completion {
+            id,
+            outcome: Outcome::Succeeded { result },
+        }
+    }
+
+    /// The row failed for good with `error`.
+    pub fn failed(id: i64, error: Vec<u8>) -> Self {
+        Completion {
+            id,
+            outcome: Outcome::Failed { error },
+        }
+    }
+
+    /// The attempt failed with `error`; retry after `backoff`.
+    pub fn retry(id: i64, error: Vec<u8>, backoff: Duration) -> Self {
+        Completion {
+            id,
+            outcome: Outcome::Retry { error, backoff },
+        }
+    }
+
+    /// Give the row back without counting the attempt (shutdown).
+    pub fn requeue(id: i64) -> Self {
+        Completion {
+            id,
+            outcome: Outcome::Requeue,
+        }
+    }
+}
+
+/// Writes `completions` for rows `owner` holds, in one statement, and returns
+/// the ids actually written (ascending).
+///
+/// A row is written only while it is `running` under `owner`'s lease: a row
+/// that was rescued after its lease expired, or cancelled, is left alone, and
+/// its id is missing from the result. (A lease that expired but was not yet
+/// rescued still counts as held.) If an id appears twice, its first
+/// completion is used.
+///
+/// # Errors
+///
+/// When the statement fails (`queue complete failed: ...`); then nothing was
+/// written.
+pub async fn complete(pool: &PgPool, owner: &str, completions: &[Completion]) -> Result<Vec<i64>> {
+    let mut seen = HashSet::new();
+    let n = completions.len();
+    let (mut ids, mut kinds, mut payloads, mut backoffs) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for c in completions {
+        if !seen.insert(c.id) {
+            continue;
+        }
+        let (kind, payload, backoff): (&str, &[u8], i64) = match &c.outcome {
+            Outcome::Succeeded { result } => ("succeeded", result, 0),
+            Outcome::Failed { error } => ("failed", error, 0),
+            Outcome::Retry { error, backoff } => ("retry", error, millis(*backoff)),
+            Outcome::Requeue => ("requeue", &[], 0),
+        };
+        ids.push(c.id);
+        kinds.push(kind);
+        payloads.push(payload);
+        backoffs.push(backoff);
+    }
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut written: Vec<i64> = sqlx::query_scalar(
+        r#"
+        WITH input AS (
+            SELECT * FROM unnest($2::bigint[], $3::text[], $4::bytea[], $5::bigint[])
+                AS i(id, outcome, payload, backoff_ms)
+        ), locked AS (
+            SELECT a.id FROM cairn.actions a
+            WHERE a.id = ANY($2) AND a.status = 'running' AND a.lease_owner = $1
+            ORDER BY a.id
+            FOR UPDATE
+        )
+        UPDATE cairn.actions a
+        SET status = CASE i.outcome WHEN 'succeeded' THEN 'succeeded'
+                                    WHEN 'failed' THEN 'failed'
+                                    ELSE 'queued' END,
+            result = CASE WHEN i.outcome = 'succeeded' THEN i.payload ELSE a.result END,
+            error = CASE WHEN i.outcome IN ('failed', 'retry') THEN i.payload ELSE a.error END,
+            run_at = CASE WHEN i.outcome = 'retry'
+                          THEN now() + i.backoff_ms * interval '1 millisecond'
+                          ELSE a.run_at END,
+            attempts = CASE WHEN i.outcome = 'requeue' THEN greatest(a.attempts - 1, 0)
+                            ELSE a.attempts END,
+            lease_owner = NULL,
+            lease_expires_at = NULL,
+            finished_at = CASE WHEN i.outcome IN ('succeeded', 'failed') THEN now() END
+        FROM locked l, input i
+        WHERE a.id = l.id AND i.id = l.id
+        RETURNING a.id
+        "#,
+    )
+    .bind(owner)
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&payloads)
+    .bind(&backoffs)
+    .fetch_all(pool)
+    .await
+    .context("queue complete failed")?;
+    written.sort_unstable();
+    Ok(written)
+}
