@@ -1,1 +1,492 @@
+//! The procedural macro behind `cairn_sdk::action`.
+//!
+//! Use it through `cairn-sdk`, which documents it; this crate only exists
+//! because procedural macros must live in a crate of their own.
+//!
+//! # Strategy
+//!
+//! `#[action]` leaves the author's function exactly as written (so it stays
+//! callable, and unit-testable, as plain Rust) and adds, inside an anonymous
+//! `const _: () = { ... };` block so nothing leaks into the author's
+//! namespace:
+//!
+//! * an `invoke` shim `fn(&WorkflowArguments) -> Result<Vec<u8>, ActionError>`
+//!   that binds every parameter from the keyword arguments (one place:
+//!   [`bind_parameter`]), calls the function (through `block_on` if it is
+//!   `async`) and turns its return value into a result payload or an
+//!   `action-error`;
+//! * an `inventory::submit!` of a `cairn_sdk::__private::ActionEntry` with the
+//!   action's name, doc comment, timeout and retry policy, which the plugin's
+//!   `describe` and `invoke` find at run time.
+//!
+//! Everything the macro can check without type information (attribute keys,
+//! duration syntax, parameter shapes) is checked here and reported as a
+//! `compile_error!` pointing at the offending tokens. Everything else (a
+//! parameter type that is not `Deserialize`, a return type that is not
+//! `Serialize`) is left to the type checker, whose error then points at the
+//! author's type.
 
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, FnArg, Ident, ItemFn, Lit, Meta, Pat, ReturnType, Token, Type};
+
+/// Turn a plain function into a cairn action. See `cairn_sdk::action` for the
+/// full documentation.
+#[proc_macro_attribute]
+pub fn action(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match expand(attr.into(), item.into()) {
+        Ok(tokens) => tokens.into(),
+        Err(err) => err.to_compile_error().into(),
+    }
+}
+
+/// The `#[action(...)]` attribute's arguments after validation.
+#[derive(Default)]
+struct ActionAttrs {
+    name: Option<String>,
+    timeout_ms: Option<u64>,
+    retries: Option<u32>,
+    backoff_ms: Option<(u64, Span)>,
+    max_backoff_ms: Option<(u64, Span)>,
+}
+
+/// Delay before the second attempt when `retries` is given without
+/// `backoff`: long enough not to hammer a struggling dependency, short enough
+/// that a transient blip costs about a second.
+const DEFAULT_BACKOFF_MS: u64 = 1_000;
+/// Cap on any single delay when `retries` is given without `max_backoff`: a
+/// minute keeps a long retry chain responsive without busy-looping.
+const DEFAULT_MAX_BACKOFF_MS: u64 = 60_000;
+
+const KNOWN_KEYS: &str = "`name`, `timeout`, `retries`, `backoff`, `max_backoff`";
+
+fn parse_attrs(attr: TokenStream2) -> syn::Result<ActionAttrs> {
+    let mut attrs = ActionAttrs::default();
+    if attr.is_empty() {
+        return Ok(attrs);
+    }
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
+    let mut seen: Vec<String> = Vec::new();
+    for meta in metas {
+        let nv = match meta {
+            Meta::NameValue(nv) => nv,
+            other => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    format!("expected `key = value` in #[action(...)]; known keys: {KNOWN_KEYS}"),
+                ))
+            }
+        };
+        let key = nv
+            .path
+            .get_ident()
+            .map(|i| i.unraw().to_string())
+            .unwrap_or_default();
+        if seen.contains(&key) {
+            return Err(syn::Error::new(
+                nv.path.span(),
+                format!("`{key}` given more than once"),
+            ));
+        }
+        seen.push(key.clone());
+        let value = &nv.value;
+        match key.as_str() {
+            "name" => {
+                let name = lit_str(value, "name", "\"other_name\"")?;
+                validate_action_name(&name, value.span())?;
+                attrs.name = Some(name);
+            }
+            "timeout" => {
+                let ms = duration_ms(value, "timeout")?;
+                attrs.timeout_ms = Some(ms);
+            }
+            "retries" => {
+                let n = match value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Int(int), ..
+                    }) => int.base10_parse::<u32>()?,
+                    _ => {
+                        return Err(syn::Error::new(
+                            value.span(),
+                            "`retries` is an integer: the maximum number of attempts, \
+                             including the first (e.g. `retries = 3`)",
+                        ))
+                    }
+                };
+                if n == 0 {
+                    return Err(syn::Error::new(
+                        value.span(),
+                        "`retries` counts attempts including the first, so it must be at least 1",
+                    ));
+                }
+                attrs.retries = Some(n);
+            }
+            "backoff" => attrs.backoff_ms = Some((duration_ms(value, "backoff")?, value.span())),
+            "max_backoff" => {
+                attrs.max_backoff_ms = Some((duration_ms(value, "max_backoff")?, value.span()))
+            }
+            _ => {
+                return Err(syn::Error::new(
+                    nv.path.span(),
+                    format!("unknown #[action] attribute `{key}`; known keys: {KNOWN_KEYS}"),
+                ))
+            }
+        }
+    }
+    if attrs.retries.is_none() {
+        if let Some((_, span)) = attrs.backoff_ms.or(attrs.max_backoff_ms) {
+            return Err(syn::Error::new(
+                span,
+                "`backoff` and `max_backoff` only apply with `retries = N`",
+            ));
+        }
+    }
+    let backoff = attrs.backoff_ms.map_or(DEFAULT_BACKOFF_MS, |(ms, _)| ms);
+    let max_backoff = attrs
+        .max_backoff_ms
+        .map_or(DEFAULT_MAX_BACKOFF_MS, |(ms, _)| ms);
+    if attrs.retries.is_some() && max_backoff < backoff {
+        let span = attrs
+            .max_backoff_ms
+            .or(attrs.backoff_ms)
+            .map_or_else(Span::call_site, |(_, span)| span);
+        return Err(syn::Error::new(
+            span,
+            format!("`max_backoff` ({max_backoff}ms) is shorter than `backoff` ({backoff}ms)"),
+        ));
+    }
+    Ok(attrs)
+}
+
+fn lit_str(value: &Expr, key: &str, example: &str) -> syn::Result<String> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s.value()),
+        _ => Err(syn::Error::new(
+            value.span(),
+            format!("`{key}` is a string literal, e.g. `{key} = {example}`"),
+        )),
+    }
+}
+
+/// Action names form the registry key `module:name`, so they must be
+/// non-empty and free of `:` and whitespace.
+fn validate_action_name(name: &str, span: Span) -> syn::Result<()> {
+    if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) {
+        return Err(syn::Error::new(
+            span,
+            format!(
+                "invalid action name {name:?}: it must be non-empty, without `:` or whitespace"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parse `"500ms"`, `"30s"`, `"5m"` or `"1h"` into milliseconds.
+fn duration_ms(value: &Expr, key: &str) -> syn::Result<u64> {
+    let text = lit_str(value, key, "\"30s\"")?;
+    parse_duration_ms(&text).map_err(|why| {
+        syn::Error::new(
+            value.span(),
+            format!(
+                "invalid `{key}` duration {text:?}: {why}; \
+                 write a whole number with a unit: \"500ms\", \"30s\", \"5m\" or \"1h\""
+            ),
+        )
+    })
+}
+
+fn parse_duration_ms(text: &str) -> Result<u64, &'static str> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or("missing unit")?;
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return Err("missing number");
+    }
+    let number: u64 = number.parse().map_err(|_| "number too large")?;
+    let scale = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err("unknown unit"),
+    };
+    let ms = number.checked_mul(scale).ok_or("number too large")?;
+    if ms == 0 {
+        return Err("must be greater than zero");
+    }
+    Ok(ms)
+}
+
+/// One parameter of the action function, as the shim binds it.
+struct Param {
+    /// The keyword-argument name: the identifier without `r#`.
+    key: String,
+    ty: Type,
+}
+
+fn parse_params(func: &ItemFn) -> syn::Result<Vec<Param>> {
+    let mut params = Vec::new();
+    for input in &func.sig.inputs {
+        let typed = match input {
+            FnArg::Receiver(receiver) => {
+                return Err(syn::Error::new(
+                    receiver.span(),
+                    "#[action] functions cannot take `self`: write a free function",
+                ))
+            }
+            FnArg::Typed(typed) => typed,
+        };
+        let ident = match &*typed.pat {
+            Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => pat.ident.clone(),
+            other => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    "#[action] parameters must be plain identifiers: \
+                     the identifier is the keyword argument's name",
+                ))
+            }
+        };
+        check_param_type(&typed.ty)?;
+        params.push(Param {
+            key: ident.unraw().to_string(),
+            ty: (*typed.ty).clone(),
+        });
+    }
+    Ok(params)
+}
+
+/// Arguments are deserialized into owned values, so borrowed and opaque types
+/// cannot work; say so here rather than through a lifetime error.
+fn check_param_type(ty: &Type) -> syn::Result<()> {
+    match ty {
+        Type::Reference(r) => Err(syn::Error::new(
+            r.span(),
+            "#[action] parameters must be owned types deserialized from the arguments \
+             (e.g. `String` rather than `&str`)",
+        )),
+        Type::ImplTrait(t) => Err(syn::Error::new(
+            t.span(),
+            "#[action] parameters cannot be `impl Trait`: name a concrete type",
+        )),
+        Type::Paren(p) => check_param_type(&p.elem),
+        Type::Group(g) => check_param_type(&g.elem),
+        _ => Ok(()),
+    }
+}
+
+fn check_signature(func: &ItemFn) -> syn::Result<()> {
+    let sig = &func.sig;
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "#[action] functions cannot be generic: the host calls one concrete function",
+        ));
+    }
+    if let Some(where_clause) = &sig.generics.where_clause {
+        return Err(syn::Error::new(
+            where_clause.span(),
+            "#[action] functions cannot have a `where` clause",
+        ));
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        return Err(syn::Error::new(
+            unsafety.span(),
+            "#[action] functions cannot be `unsafe`: the host has no way to uphold its contract",
+        ));
+    }
+    if let Some(abi) = &sig.abi {
+        return Err(syn::Error::new(
+            abi.span(),
+            "#[action] functions cannot declare an ABI: the SDK calls them as Rust functions",
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        return Err(syn::Error::new(
+            variadic.span(),
+            "#[action] functions cannot be variadic",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the return type is a `Result` (by its last path segment, so
+/// `std::result::Result<T, E>`, `anyhow::Result<T>`, `io::Result<T>` and
+/// `cairn_sdk::Result<T>` all count). An error type must be `Display + 'static`.
+fn returns_result(output: &ReturnType) -> bool {
+    let ReturnType::Type(_, ty) = output else {
+        return false;
+    };
+    let mut ty: &Type = ty;
+    while let Type::Paren(p) = ty {
+        ty = &p.elem;
+    }
+    match ty {
+        Type::Path(path) if path.qself.is_none() => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "Result"),
+        _ => false,
+    }
+}
+
+/// The doc comment, each line trimmed, joined by newlines, with leading and
+/// trailing blank lines removed.
+fn description(func: &ItemFn) -> String {
+    let mut lines = Vec::new();
+    for attr in &func.attrs {
+        if !attr.path().is_ident("doc") {
+            continue;
+        }
+        if let Meta::NameValue(nv) = &attr.meta {
+            if let Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            }) = &nv.value
+            {
+                for line in s.value().split('\n') {
+                    lines.push(line.trim().to_owned());
+                }
+            }
+        }
+    }
+    lines.join("\n").trim().to_owned()
+}
+
+/// The single place that decides how one parameter gets its value. Today
+/// every parameter is a keyword argument; injected dependencies (a later
+/// `Dep<T>`) would be recognised here and bound from the host instead.
+///
+/// The value is bound to `local`, a hygienic identifier, so a parameter named
+/// like the function itself cannot shadow it in the call.
+fn bind_parameter(param: &Param, local: &Ident, kwargs: &Ident) -> TokenStream2 {
+    let Param { key, ty, .. } = param;
+    quote_spanned! {ty.span()=>
+        let #local: #ty = #kwargs.take(#key)?;
+    }
+}
+
+/// The keys `bind_parameter` reads from the keyword arguments, so the shim can
+/// reject any other key before binding.
+fn kwarg_keys(params: &[Param]) -> Vec<&str> {
+    params.iter().map(|p| p.key.as_str()).collect()
+}
+
+fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
+    let attrs = parse_attrs(attr)?;
+    let func: ItemFn = syn::parse2(item).map_err(|err| {
+        syn::Error::new(
+            err.span(),
+            format!("#[action] applies to a free function: {err}"),
+        )
+    })?;
+    check_signature(&func)?;
+    let params = parse_params(&func)?;
+
+    let fn_ident = &func.sig.ident;
+    let name = match attrs.name {
+        Some(name) => name,
+        None => fn_ident.unraw().to_string(),
+    };
+    let description = description(&func);
+    let timeout_ms = match attrs.timeout_ms {
+        Some(ms) => quote!(::core::option::Option::Some(#ms)),
+        None => quote!(::core::option::Option::None),
+    };
+    let retry = match attrs.retries {
+        Some(max_attempts) => {
+            let backoff = attrs.backoff_ms.map_or(DEFAULT_BACKOFF_MS, |(ms, _)| ms);
+            let max_backoff = attrs
+                .max_backoff_ms
+                .map_or(DEFAULT_MAX_BACKOFF_MS, |(ms, _)| ms);
+            quote! {
+                ::core::option::Option::Some(::cairn_sdk::__private::RetryPolicy {
+                    max_attempts: #max_attempts,
+                    initial_backoff_ms: #backoff,
+                    max_backoff_ms: #max_backoff,
+                })
+            }
+        }
+        None => quote!(::core::option::Option::None),
+    };
+
+    let kwargs = Ident::new("__cairn_kwargs", Span::mixed_site());
+    let keys = kwarg_keys(&params);
+    let locals: Vec<Ident> = (0..params.len())
+        .map(|i| Ident::new(&format!("__cairn_arg_{i}"), Span::mixed_site()))
+        .collect();
+    let bindings = params
+        .iter()
+        .zip(&locals)
+        .map(|(p, local)| bind_parameter(p, local, &kwargs));
+    let arg_idents = locals.iter();
+    let call = if func.sig.asyncness.is_some() {
+        quote!(::cairn_sdk::__private::block_on(#fn_ident(#(#arg_idents),*))?)
+    } else {
+        quote!(#fn_ident(#(#arg_idents),*))
+    };
+    let finish = if returns_result(&func.sig.output) {
+        quote!(::cairn_sdk::__private::finish_result(#name, ::core::module_path!(), __cairn_ret))
+    } else {
+        quote!(::cairn_sdk::__private::finish_value(#name, &__cairn_ret))
+    };
+
+    Ok(quote! {
+        #func
+
+        const _: () = {
+            fn __cairn_invoke(
+                __cairn_args: &::cairn_sdk::__private::WorkflowArguments,
+            ) -> ::core::result::Result<
+                ::std::vec::Vec<u8>,
+                ::cairn_sdk::__private::ActionError,
+            > {
+                let #kwargs = ::cairn_sdk::__private::Kwargs::new(__cairn_args, &[#(#keys),*])?;
+                #(#bindings)*
+                let __cairn_ret = #call;
+                #finish
+            }
+
+            ::cairn_sdk::__private::inventory::submit! {
+                ::cairn_sdk::__private::ActionEntry {
+                    name: #name,
+                    description: #description,
+                    timeout_ms: #timeout_ms,
+                    retry: #retry,
+                    invoke: __cairn_invoke,
+                }
+            }
+        };
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn durations_accept_ms_s_m_h() {
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
+        assert_eq!(parse_duration_ms("5m"), Ok(300_000));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+    }
+
+    #[test]
+    fn durations_reject_missing_or_unknown_units_and_zero() {
+        assert!(parse_duration_ms("500").is_err());
+        assert!(parse_duration_ms("ms").is_err());
+        assert!(parse_duration_ms("5 days").is_err());
+        assert!(parse_duration_ms("0s").is_err());
+        assert!(parse_duration_ms("1.5s").is_err());
+    }
+}
