@@ -94,6 +94,8 @@
 //! # Ok::<(), cairn_payload::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod de;
 mod error;
 #[cfg(feature = "json")]

@@ -33,7 +33,6 @@ fn generate() -> Result<String, Box<dyn std::error::Error>> {
     let result = prost_build::Config::new()
         .out_dir(&out_dir)
         .compile_fds(fds)
-        .map_err(Into::into)
         .and_then(|()| std::fs::read_to_string(out_dir.join("cairn.messages.rs")));
     std::fs::remove_dir_all(&out_dir)?;
     Ok(result?)

@@ -1,3 +1,9 @@
 //! The one integration-test binary of cairn-payload; one module per area.
 
 mod generated;
+#[cfg(feature = "json")]
+mod json;
+mod mapping;
+mod payload;
+mod roundtrip;
+mod support;
