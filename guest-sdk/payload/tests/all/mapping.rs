@@ -558,3 +558,27 @@ fn error_display_is_one_line() {
     let err = from_value::<Point>(&V::dict([("x".to_owned(), V::int(1))])).unwrap_err();
     assert_eq!(err.to_string(), "missing field `y`");
 }
+
+#[test]
+fn internally_and_adjacently_tagged_enums_round_trip() -> TestResult {
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(tag = "kind")]
+    enum Internal {
+        Circle { r: f64 },
+        Dot,
+    }
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(tag = "t", content = "c")]
+    enum Adjacent {
+        Num(i64),
+        Pair(u8, u8),
+        Dot,
+    }
+    for e in [Internal::Circle { r: 1.5 }, Internal::Dot] {
+        assert_eq!(from_value::<Internal>(&to_value(&e)?)?, e);
+    }
+    for e in [Adjacent::Num(-1), Adjacent::Pair(1, 2), Adjacent::Dot] {
+        assert_eq!(from_value::<Adjacent>(&to_value(&e)?)?, e);
+    }
+    Ok(())
+}
