@@ -78,11 +78,13 @@ pub fn main() -> std::process::ExitCode {
 }
 
 fn init_tracing() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(true)
         .init();
 }
@@ -104,7 +106,8 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
     }
 }
 
-/// Load a directory and register what loaded; conflicts become rejections.
+/// Load a directory and register what loaded (the registry then owns the
+/// plugins); conflicts become rejections.
 async fn load(dir: &std::path::Path) -> Result<(Runtime, DirLoad, Registry)> {
     if !dir.is_dir() {
         bail!(
@@ -115,26 +118,19 @@ async fn load(dir: &std::path::Path) -> Result<(Runtime, DirLoad, Registry)> {
     let runtime = Runtime::new(Limits::from_env()?)?;
     let mut load = plugin::load_dir(&runtime, dir).await?;
     let registry = Registry::new();
-    let mut kept = Vec::new();
-    for plugin in load.plugins.drain(..) {
-        let plugin = Arc::new(plugin);
-        match registry.register_plugin(plugin.clone()) {
-            Ok(()) => kept.push(plugin),
-            Err(conflict) => load.rejected.push(plugin::LoadError::new(
-                &plugin.file,
+    for plugin in std::mem::take(&mut load.plugins) {
+        let file = plugin.file.clone();
+        if let Err(conflict) = registry.register_plugin(Arc::new(plugin)) {
+            load.rejected.push(plugin::LoadError::new(
+                &file,
                 plugin::Phase::Register,
                 conflict.to_string(),
-            )),
+            ));
         }
     }
     for rejected in &load.rejected {
         tracing::error!("{rejected}");
     }
-    load.plugins = kept
-        .into_iter()
-        .map(|p| Arc::try_unwrap(p).ok())
-        .flatten()
-        .collect();
     Ok((runtime, load, registry))
 }
 
