@@ -143,6 +143,10 @@ macro_rules! plugin {
                 }
             }
 
+            // Only components export: natively the symbol names (which
+            // contain `:` and `/`) would break a cdylib's linker script, and
+            // native builds exist for unit tests, which call actions directly.
+            #[cfg(target_arch = "wasm32")]
     $crate::bindings::export!(CairnPlugin with_types_in $crate::bindings);
         };
     };
