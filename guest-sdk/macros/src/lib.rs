@@ -434,10 +434,15 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     } else {
         quote!(#fn_ident(#(#arg_idents),*))
     };
+    // Spanned at the return type, so an unsuitable one is reported there.
+    let output_span = match &func.sig.output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => func.sig.ident.span(),
+    };
     let finish = if returns_result(&func.sig.output) {
-        quote!(::cairn_sdk::__private::finish_result(#name, ::core::module_path!(), __cairn_ret))
+        quote_spanned!(output_span=> ::cairn_sdk::__private::finish_result(#name, ::core::module_path!(), __cairn_ret))
     } else {
-        quote!(::cairn_sdk::__private::finish_value(#name, &__cairn_ret))
+        quote_spanned!(output_span=> ::cairn_sdk::__private::finish_value(#name, &__cairn_ret))
     };
 
     Ok(quote! {
