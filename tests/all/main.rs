@@ -3,6 +3,10 @@
 //! per area.
 
 mod cli;
+mod embedded;
+mod pg;
+mod queue;
 mod registry;
 mod sandbox;
+mod sql_api;
 mod support;

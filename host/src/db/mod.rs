@@ -202,12 +202,40 @@ pub async fn pool(options: PgConnectOptions, max_connections: u32) -> Result<PgP
 /// Brings the schema up to date (idempotent; safe to run from many hosts at
 /// once).
 ///
+/// sqlx records applied migrations in an unqualified `_sqlx_migrations`
+/// table, which lands in the first schema of the `search_path` — by default
+/// the schema named after the user, so a role named `cairn` would find a
+/// different table once schema `cairn` exists, and re-run everything. So the
+/// migrations run on a connection of their own with `search_path = cairn`:
+/// the bookkeeping lives with the rest of cairn, wherever the role's name.
+///
 /// # Errors
 ///
 /// When a migration fails or the database has migrations this binary does
 /// not know (a newer cairn migrated it).
 pub async fn migrate(pool: &PgPool) -> Result<()> {
-    MIGRATOR.run(pool).await.context("database migrate failed")
+    let fail = "database migrate failed";
+    // Detached: the changed search_path must not go back into the pool.
+    let mut conn = pool.acquire().await.context(fail)?.detach();
+    let mut tx = sqlx::Connection::begin(&mut conn).await.context(fail)?;
+    // Serializes concurrent first migrations: CREATE SCHEMA IF NOT EXISTS
+    // can still collide on the catalog. The key is an arbitrary constant.
+    sqlx::query("SELECT pg_advisory_xact_lock(7240313925612711)")
+        .execute(&mut *tx)
+        .await
+        .context(fail)?;
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS cairn")
+        .execute(&mut *tx)
+        .await
+        .context(fail)?;
+    tx.commit().await.context(fail)?;
+    sqlx::query("SET search_path TO cairn")
+        .execute(&mut conn)
+        .await
+        .context(fail)?;
+    MIGRATOR.run(&mut conn).await.context(fail)?;
+    sqlx::Connection::close(conn).await.ok();
+    Ok(())
 }
 
 /// Creates `name` on the embedded server unless it exists. Two processes may
