@@ -5,11 +5,14 @@
 //! panic or a backtrace. Logs (including guest output and `log` records) go
 //! to stderr; command results go to stdout as JSON.
 
+use crate::db::{Database, DbConfig};
 use crate::limits::Limits;
 use crate::plugin::{self, DirLoad};
+use crate::queue::{ActionResult, ActionStatus, Client, EnqueueRequest};
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::sandbox::{self, Invocation};
+use crate::worker::{Worker, WorkerConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -52,6 +55,116 @@ enum Command {
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<Duration>,
     },
+    /// Run the host: serve the plugin directory's actions from the queue
+    /// until SIGINT/SIGTERM, then shut down gracefully.
+    Serve {
+        /// The plugin directory.
+        #[arg(long, env = "CAIRN_PLUGINS", default_value = "plugins")]
+        plugins: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+        /// Actions running at once on this host.
+        #[arg(long, env = "CAIRN_CONCURRENCY", default_value_t = WorkerConfig::default().concurrency)]
+        concurrency: usize,
+        /// On shutdown, how long running actions may take to finish before
+        /// they are requeued.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        shutdown_grace: Duration,
+        /// Fail due rows whose action no live host serves after this long.
+        #[arg(long, value_parser = parse_duration, default_value = "5m")]
+        unknown_after: Duration,
+    },
+    /// Enqueue one action and print its id (with --wait, also its result).
+    Enqueue {
+        /// The action, as MODULE:NAME.
+        action: String,
+        /// Keyword arguments as a JSON object.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// Run no sooner than this from now, e.g. `30s`.
+        #[arg(long, value_parser = parse_duration)]
+        delay: Option<Duration>,
+        /// Lower runs first.
+        #[arg(long, allow_hyphen_values = true)]
+        priority: Option<i32>,
+        /// Total attempts, overriding the action's retry policy.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// At most one live row per key; enqueueing it again returns the
+        /// existing row's id.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Per-attempt timeout, overriding the action's.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Wait for the result and print it.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        wait_timeout: Duration,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Print an action's status and its decoded result or error as JSON.
+    Result {
+        /// The action's id.
+        id: i64,
+        /// Wait until it is finished.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        wait_timeout: Duration,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Apply the schema migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Measure throughput and latency: a `cairn serve` child runs a no-op
+    /// action while this process enqueues (see docs/benchmarks.md).
+    Bench {
+        /// Plugin directory holding the benchmark action's plugin.
+        #[arg(long, env = "CAIRN_PLUGINS", default_value = "plugins")]
+        plugins: PathBuf,
+        /// The no-op action to run.
+        #[arg(long, default_value = "noop:noop")]
+        action: String,
+        /// Rows for the throughput phase.
+        #[arg(long, default_value_t = 50_000)]
+        actions: usize,
+        /// Single actions for the latency phase, one at a time.
+        #[arg(long, default_value_t = 500)]
+        trickle: usize,
+        /// The server's concurrency.
+        #[arg(long, default_value_t = WorkerConfig::default().concurrency)]
+        concurrency: usize,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Where the database is (everything else comes from `CAIRN_*` variables,
+/// see [`DbConfig`]).
+#[derive(Debug, clap::Args)]
+struct DbArgs {
+    /// PostgreSQL URL. Without it, cairn runs a private PostgreSQL under
+    /// `CAIRN_STATE_DIR` (default `./.cairn`).
+    #[arg(long, env = "CAIRN_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl DbArgs {
+    async fn connect(self) -> Result<Database> {
+        let mut config = DbConfig::from_env()?;
+        if self.database_url.is_some() {
+            config.url = self.database_url;
+        }
+        Database::connect(config).await
+    }
 }
 
 /// Entry point for the binary: parse, run, report. Returns the exit code.
@@ -80,7 +193,8 @@ pub fn main() -> std::process::ExitCode {
 fn init_tracing() {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -103,19 +217,205 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             attempt,
             timeout,
         } => invoke(&action, &args, &plugins, attempt, timeout).await,
+        Command::Serve {
+            plugins,
+            db,
+            concurrency,
+            shutdown_grace,
+            unknown_after,
+        } => {
+            let mut limits = Limits::from_env()?;
+            limits.pool_instances = limits
+                .pool_instances
+                .max(u32::try_from(concurrency).unwrap_or(u32::MAX));
+            let (runtime, load, registry) = load_with(&plugins, limits).await?;
+            if registry.names().is_empty() && load.rejected.is_empty() {
+                tracing::warn!(
+                    "no plugins in `{}`: serving nothing until some are added",
+                    plugins.display()
+                );
+            }
+            let db = db.connect().await?;
+            let config = WorkerConfig {
+                concurrency,
+                shutdown_grace,
+                unknown_after,
+                ..WorkerConfig::default()
+            };
+            let worker = Worker::new(
+                runtime,
+                Arc::new(registry),
+                db.pool().clone(),
+                Worker::generate_host_id(),
+                config,
+            );
+            worker.run(shutdown_signal()).await?;
+            db.close().await;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Enqueue {
+            action,
+            args,
+            delay,
+            priority,
+            max_attempts,
+            idempotency_key,
+            timeout,
+            wait,
+            wait_timeout,
+            db,
+        } => {
+            let arguments = parse_args(&args)?;
+            let mut request = EnqueueRequest::for_key(&action)?.args(&arguments);
+            if let Some(delay) = delay {
+                request = request.delay(delay);
+            }
+            if let Some(priority) = priority {
+                request = request.priority(priority);
+            }
+            if let Some(max) = max_attempts {
+                request = request.max_attempts(max);
+            }
+            if let Some(key) = idempotency_key {
+                request = request.idempotency_key(key);
+            }
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
+            }
+            let db = db.connect().await?;
+            let client = Client::new(db.pool().clone());
+            let id = client.enqueue(&request).await?;
+            println!("{id}");
+            let code = if wait {
+                print_result(&client.wait(id, wait_timeout).await?)?
+            } else {
+                std::process::ExitCode::SUCCESS
+            };
+            db.close().await;
+            Ok(code)
+        }
+        Command::Result {
+            id,
+            wait,
+            wait_timeout,
+            db,
+        } => {
+            let db = db.connect().await?;
+            let client = Client::new(db.pool().clone());
+            let row = if wait {
+                client.wait(id, wait_timeout).await?
+            } else {
+                client
+                    .result(id)
+                    .await?
+                    .ok_or_else(|| anyhow!("no action with id {id}"))?
+            };
+            let code = print_result(&row)?;
+            db.close().await;
+            Ok(code)
+        }
+        Command::Migrate { db } => {
+            let db = db.connect().await?;
+            println!("migrations applied");
+            db.close().await;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            plugins,
+            action,
+            actions,
+            trickle,
+            concurrency,
+            db,
+        } => {
+            let database_url = db.database_url.clone();
+            let db = db.connect().await?;
+            let options = crate::bench::BenchOptions {
+                plugins,
+                action,
+                actions,
+                trickle,
+                concurrency,
+                database_url,
+            };
+            let report = crate::bench::run(&db, &options).await;
+            db.close().await;
+            println!("{}", report?);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(err) => {
+            tracing::warn!("cannot listen for SIGTERM ({err}); only SIGINT stops the host");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// Parse `--args` (a JSON object of keyword arguments).
+fn parse_args(args: &str) -> Result<cairn_payload::WorkflowArguments> {
+    let json: serde_json::Value = serde_json::from_str(args).context("--args is not valid JSON")?;
+    cairn_payload::json::json_to_arguments(&json).map_err(|e| anyhow!("--args: {e}"))
+}
+
+/// Print a row as JSON: id, action, status, attempts and the decoded result
+/// or error. Exit code 1 when it failed or was cancelled.
+fn print_result(row: &ActionResult) -> Result<std::process::ExitCode> {
+    let mut out = serde_json::json!({
+        "id": row.id,
+        "action": format!("{}:{}", row.module, row.name),
+        "status": row.status.as_str(),
+        "attempts": row.attempts,
+    });
+    let decode = |bytes: &[u8]| {
+        cairn_payload::json::payload_to_json(bytes)
+            .map_err(|e| anyhow!("action {} has an unreadable payload: {e}", row.id))
+    };
+    if let Some(result) = &row.result {
+        out["result"] = decode(result)?["result"].clone();
+    }
+    if let Some(error) = &row.error {
+        // A failed row's error is the error; otherwise it is the last failed
+        // attempt's (the row is being retried, or succeeded on a retry).
+        let key = match row.status {
+            ActionStatus::Failed | ActionStatus::Cancelled => "error",
+            _ => "last_error",
+        };
+        out[key] = decode(error)?["error"].clone();
+    }
+    println!("{out}");
+    Ok(match row.status {
+        ActionStatus::Failed | ActionStatus::Cancelled => std::process::ExitCode::FAILURE,
+        _ => std::process::ExitCode::SUCCESS,
+    })
 }
 
 /// Load a directory and register what loaded (the registry then owns the
 /// plugins); conflicts become rejections.
 async fn load(dir: &std::path::Path) -> Result<(Runtime, DirLoad, Registry)> {
+    load_with(dir, Limits::from_env()?).await
+}
+
+async fn load_with(dir: &std::path::Path, limits: Limits) -> Result<(Runtime, DirLoad, Registry)> {
     if !dir.is_dir() {
         bail!(
             "plugin directory `{}` does not exist (pass --plugins DIR)",
             dir.display()
         );
     }
-    let runtime = Runtime::new(Limits::from_env()?)?;
+    let runtime = Runtime::new(limits)?;
     let mut load = plugin::load_dir(&runtime, dir).await?;
     let registry = Registry::new();
     for plugin in std::mem::take(&mut load.plugins) {
@@ -172,9 +472,7 @@ async fn invoke(
         .split_once(':')
         .filter(|(m, n)| !m.is_empty() && !n.is_empty())
         .ok_or_else(|| anyhow!("action `{action}` is not of the form MODULE:NAME"))?;
-    let json: serde_json::Value = serde_json::from_str(args).context("--args is not valid JSON")?;
-    let arguments =
-        cairn_payload::json::json_to_arguments(&json).map_err(|e| anyhow!("--args: {e}"))?;
+    let arguments = parse_args(args)?;
 
     let (runtime, load, registry) = load(plugins).await?;
     let handler = registry.get(module, name).ok_or_else(|| {

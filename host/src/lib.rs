@@ -23,6 +23,7 @@
 //! Payloads are opaque protobuf bytes (see `cairn-payload`) on the hot path:
 //! the host never transcodes a successful call's arguments or result.
 
+pub mod bench;
 pub mod bindings;
 pub mod cli;
 pub mod db;
@@ -34,3 +35,4 @@ pub mod registry;
 pub mod runtime;
 pub mod sandbox;
 mod stdio;
+pub mod worker;

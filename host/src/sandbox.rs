@@ -386,6 +386,19 @@ async fn run(
     }
 }
 
+/// An error payload for a failure the host itself reports (lease expired,
+/// unknown action, ...), with module `cairn`.
+pub fn host_error_payload(type_name: &str, message: &str) -> Vec<u8> {
+    Failure::host(
+        FailureKind::Trap,
+        type_name,
+        message.to_owned(),
+        String::new(),
+        false,
+    )
+    .payload()
+}
+
 fn timeout_failure(what: &str, timeout: Duration) -> Failure {
     Failure::host(
         FailureKind::Timeout,

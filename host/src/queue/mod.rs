@@ -63,7 +63,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use claim::{claim, ClaimedAction, ServedAction};
-pub use client::{ActionResult, Client, EnqueueRequest};
+pub use client::{ActionResult, Client, EnqueueRequest, RESULTS_CHANNEL};
 pub use complete::{complete, Completion, Outcome};
 pub use hosts::{fail_unknown, heartbeat, remove_host};
 pub use lease::{renew, requeue_expired, Rescued};

@@ -1,0 +1,272 @@
+//! `cairn bench`: the host's throughput and latency, measured the way a user
+//! runs it.
+//!
+//! Setup: this process connects to the database exactly as every command
+//! does (the embedded server by default), starts `cairn serve` as a child
+//! process on the same database and plugin directory, and waits until that
+//! host has registered. Then two phases:
+//!
+//! 1. **Throughput.** Bulk-enqueue `actions` rows of a no-op action (5,000
+//!    per statement) and wait until all are finished. Actions per second is
+//!    `actions / (last finished_at − first started_at)`: from the first claim
+//!    to the last committed completion, by the database's clock.
+//! 2. **Latency.** Enqueue `trickle` single actions one at a time; for each,
+//!    the time from calling enqueue to receiving the row's completion
+//!    notification (sent on commit). Reported as p50/p99/max.
+//!
+//! Failure modes: the child exiting early, a row failing, or a phase not
+//! finishing within its time limit is an error naming what happened. The
+//! child is always stopped (SIGTERM, then killed) when the bench ends.
+
+use crate::db::Database;
+use crate::queue::{Client, EnqueueRequest, RESULTS_CHANNEL};
+use anyhow::{anyhow, bail, Context, Result};
+use sqlx::postgres::PgListener;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Rows per bulk-enqueue statement in the throughput phase.
+const ENQUEUE_CHUNK: usize = 5_000;
+/// Longest the throughput phase may take before the bench gives up.
+const THROUGHPUT_LIMIT: Duration = Duration::from_secs(900);
+/// Longest one trickled action may take.
+const TRICKLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Plugin directory for the `cairn serve` child.
+    pub plugins: PathBuf,
+    /// The no-op action, `module:name`.
+    pub action: String,
+    /// Rows in the throughput phase.
+    pub actions: usize,
+    /// Single actions in the latency phase.
+    pub trickle: usize,
+    /// The child's `--concurrency`.
+    pub concurrency: usize,
+    /// Passed to the child as `--database-url` (otherwise it finds the same
+    /// embedded server through the environment).
+    pub database_url: Option<String>,
+}
+
+/// What was measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Rows in the throughput phase.
+    pub actions: usize,
+    /// Time to enqueue them all.
+    pub enqueue_time: Duration,
+    /// First claim to last committed completion.
+    pub run_time: Duration,
+    /// `actions / run_time`.
+    pub actions_per_second: f64,
+    /// Latency samples (enqueue → completion committed), sorted.
+    pub latencies: Vec<Duration>,
+    /// Server concurrency.
+    pub concurrency: usize,
+}
+
+impl Report {
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        writeln!(
+            f,
+            "throughput: {} no-op actions, concurrency {}",
+            self.actions, self.concurrency
+        )?;
+        writeln!(
+            f,
+            "  enqueue: {:.2}s ({:.0} rows/s, bulk)",
+            self.enqueue_time.as_secs_f64(),
+            self.actions as f64 / self.enqueue_time.as_secs_f64().max(1e-9)
+        )?;
+        writeln!(
+            f,
+            "  first claim -> last completion committed: {:.2}s = {:.0} actions/s",
+            self.run_time.as_secs_f64(),
+            self.actions_per_second
+        )?;
+        write!(
+            f,
+            "latency (enqueue -> result committed), {} trickled single actions: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.latencies.len(),
+            ms(self.percentile(50.0)),
+            ms(self.percentile(99.0)),
+            ms(self.latencies.last().copied().unwrap_or_default())
+        )
+    }
+}
+
+/// Run the benchmark against `db`. See the module docs.
+///
+/// # Errors
+/// The child fails to start or exits early, an action fails, or a phase
+/// exceeds its time limit.
+pub async fn run(db: &Database, options: &BenchOptions) -> Result<Report> {
+    let (module, name) = options
+        .action
+        .split_once(':')
+        .ok_or_else(|| anyhow!("bench: `{}` is not MODULE:NAME", options.action))?;
+    let mut child = start_server(options)?;
+    let outcome = measure(db, options, module, name, &mut child).await;
+    stop_server(&mut child).await;
+    outcome
+}
+
+fn start_server(options: &BenchOptions) -> Result<tokio::process::Child> {
+    let exe = std::env::current_exe().context("bench: locating the cairn binary")?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("serve")
+        .arg("--plugins")
+        .arg(&options.plugins)
+        .arg("--concurrency")
+        .arg(options.concurrency.to_string());
+    if let Some(url) = &options.database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    cmd.env(
+        "CAIRN_LOG",
+        std::env::var("CAIRN_LOG").unwrap_or_else(|_| "warn".into()),
+    )
+    .stdin(std::process::Stdio::null())
+    .kill_on_drop(true);
+    cmd.spawn().context("bench: starting `cairn serve`")
+}
+
+async fn stop_server(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: sending a signal to our own child's pid has no memory-safety
+        // implications.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+async fn measure(
+    db: &Database,
+    options: &BenchOptions,
+    module: &str,
+    name: &str,
+    child: &mut tokio::process::Child,
+) -> Result<Report> {
+    let pool = db.pool();
+    let key = format!("{module}:{name}");
+    // Wait for the child to register as a live host serving the action.
+    let ready_by = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("bench: `cairn serve` exited early with {status}");
+        }
+        let serving: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM cairn.hosts WHERE $1 = ANY (actions))",
+        )
+        .bind(&key)
+        .fetch_one(pool)
+        .await?;
+        if serving {
+            break;
+        }
+        if Instant::now() > ready_by {
+            bail!(
+                "bench: `cairn serve` did not start serving `{key}` (is its plugin in `{}`?)",
+                options.plugins.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Phase 1: throughput.
+    let client = Client::new(pool.clone());
+    let request = EnqueueRequest::new(module, name);
+    let started = Instant::now();
+    let mut ids: Vec<i64> = Vec::with_capacity(options.actions);
+    let mut left = options.actions;
+    while left > 0 {
+        let n = left.min(ENQUEUE_CHUNK);
+        ids.extend(client.enqueue_many(&vec![request.clone(); n]).await?);
+        left -= n;
+    }
+    let enqueue_time = started.elapsed();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("bench: `cairn serve` exited during the run with {status}");
+        }
+        let (finished, failed): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status IN ('succeeded', 'failed', 'cancelled')),
+                    count(*) FILTER (WHERE status IN ('failed', 'cancelled'))
+             FROM cairn.actions WHERE id = ANY ($1)",
+        )
+        .bind(&ids)
+        .fetch_one(pool)
+        .await?;
+        if failed > 0 {
+            bail!("bench: {failed} actions failed (see `cairn result ID`)");
+        }
+        if finished as usize == ids.len() {
+            break;
+        }
+        if started.elapsed() > THROUGHPUT_LIMIT {
+            bail!(
+                "bench: only {finished} of {} actions finished within {THROUGHPUT_LIMIT:?}",
+                ids.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run_seconds: f64 = sqlx::query_scalar(
+        "SELECT coalesce(extract(epoch FROM max(finished_at) - min(started_at))::float8, 0)
+         FROM cairn.actions WHERE id = ANY ($1)",
+    )
+    .bind(&ids)
+    .fetch_one(pool)
+    .await?;
+    let run_time = Duration::from_secs_f64(run_seconds.max(1e-6));
+
+    // Phase 2: latency of trickled single actions.
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(RESULTS_CHANNEL).await?;
+    let mut latencies = Vec::with_capacity(options.trickle);
+    for _ in 0..options.trickle {
+        let t0 = Instant::now();
+        let id = client.enqueue(&request).await?.to_string();
+        loop {
+            let note = tokio::time::timeout(TRICKLE_LIMIT, listener.recv())
+                .await
+                .map_err(|_| {
+                    anyhow!("bench: action {id} did not finish within {TRICKLE_LIMIT:?}")
+                })??;
+            if note.payload() == id {
+                break;
+            }
+        }
+        latencies.push(t0.elapsed());
+    }
+    latencies.sort();
+    Ok(Report {
+        actions: options.actions,
+        enqueue_time,
+        run_time,
+        actions_per_second: options.actions as f64 / run_time.as_secs_f64(),
+        latencies,
+        concurrency: options.concurrency,
+    })
+}

@@ -1,0 +1,493 @@
+//! The worker: serve → claim → instantiate → invoke → complete.
+//!
+//! Strategy. One claim loop owns a semaphore of `concurrency` permits. It
+//! claims at most as many rows as there are free permits (never more, so a
+//! busy host does not sit on rows another could run), in one statement, and
+//! spawns one task per row. Each task runs its action in a fresh sandboxed
+//! instance and hands the outcome to the completion writer, which writes
+//! whatever has accumulated in one statement. Batching both sides is what
+//! makes the queue fast: one commit per action would cap throughput at a few
+//! thousand per second.
+//!
+//! Side concerns hang off that path in their own tasks:
+//! * a LISTEN connection on `cairn_actions` wakes the loop on insert; a poll
+//!   every [`WorkerConfig::poll_interval`] covers delayed rows, retries and
+//!   lost notifications;
+//! * maintenance renews this host's leases, rescues rows whose lease expired
+//!   (any host does this for a dead one), refreshes this host's heartbeat,
+//!   and fails rows whose action no live host serves after
+//!   [`WorkerConfig::unknown_after`].
+//!
+//! Failure modes. A failed attempt is retried with exponential backoff and
+//! jitter (enforced through `run_at`) while it is retryable and attempts
+//! remain, otherwise failed for good; the row's overrides beat the action's
+//! declared defaults, which beat the host's. A lease this host failed to
+//! renew means another host may run the row: the local task is aborted and
+//! its result discarded (the lease-owner guard on completion would refuse it
+//! anyway). A database error in the loop is logged and retried; completions
+//! are kept and re-sent until written, so nothing is lost while the database
+//! is briefly away — and if this host dies instead, its leases expire and
+//! another host runs the rows again.
+//!
+//! Shutdown stops claiming, lets running actions finish for up to
+//! [`WorkerConfig::shutdown_grace`], gives the rest back to the queue
+//! without counting the attempt, flushes completions, and deregisters the
+//! host.
+
+use crate::queue::{self, backoff, ClaimedAction, Completion, ServedAction};
+use crate::registry::Registry;
+use crate::runtime::Runtime;
+use crate::sandbox::{self, Invocation};
+use anyhow::{Context, Result};
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::task::AbortHandle;
+
+/// Channel that `cairn.enqueue` notifies on insert.
+pub const ACTIONS_CHANNEL: &str = "cairn_actions";
+
+/// Most completions written in one statement: large enough to amortise the
+/// commit, small enough that one statement stays well under a second.
+const MAX_COMPLETION_BATCH: usize = 1024;
+
+/// How the worker behaves. [`WorkerConfig::default`] holds the defaults,
+/// each with why in [`queue::defaults`].
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Actions running at once on this host.
+    pub concurrency: usize,
+    /// Lease length for claimed rows.
+    pub lease: Duration,
+    /// How often leases are renewed.
+    pub renew_every: Duration,
+    /// How often expired leases are rescued.
+    pub rescue_every: Duration,
+    /// How often this host's heartbeat is refreshed.
+    pub heartbeat_every: Duration,
+    /// A host is live while its heartbeat is younger than this.
+    pub host_ttl: Duration,
+    /// A due row no live host serves is failed after this long.
+    pub unknown_after: Duration,
+    /// Poll for due rows this often when no notification arrives.
+    pub poll_interval: Duration,
+    /// On shutdown, how long running actions may take to finish.
+    pub shutdown_grace: Duration,
+    /// Attempts for actions that declare no retry policy. Three: a trap or
+    /// timeout gets two more chances, a bug does not loop for long.
+    pub default_max_attempts: u32,
+    /// First retry delay for actions that declare none.
+    pub default_initial_backoff: Duration,
+    /// Longest retry delay for actions that declare none.
+    pub default_max_backoff: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 32,
+            lease: queue::defaults::LEASE,
+            renew_every: queue::defaults::RENEW_EVERY,
+            rescue_every: queue::defaults::RESCUE_EVERY,
+            heartbeat_every: queue::defaults::HEARTBEAT_EVERY,
+            host_ttl: queue::defaults::HOST_TTL,
+            unknown_after: queue::defaults::UNKNOWN_AFTER,
+            poll_interval: queue::defaults::POLL_INTERVAL,
+            shutdown_grace: Duration::from_secs(10),
+            default_max_attempts: 3,
+            default_initial_backoff: Duration::from_secs(1),
+            default_max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A host's worker. Build it, then [`run`](Worker::run) it until shutdown.
+pub struct Worker {
+    runtime: Runtime,
+    registry: Arc<Registry>,
+    pool: PgPool,
+    host_id: String,
+    config: WorkerConfig,
+}
+
+/// What the tasks of one running worker share.
+struct Shared {
+    runtime: Runtime,
+    registry: Arc<Registry>,
+    config: WorkerConfig,
+    /// Running rows and how to stop them.
+    inflight: Mutex<HashMap<i64, AbortHandle>>,
+    /// Signalled when a task finishes (capacity freed).
+    finished: Notify,
+}
+
+impl Worker {
+    /// A worker serving `registry`'s actions from the queue in `pool`.
+    /// `host_id` must be unique among live hosts; it is the lease owner.
+    pub fn new(
+        runtime: Runtime,
+        registry: Arc<Registry>,
+        pool: PgPool,
+        host_id: String,
+        config: WorkerConfig,
+    ) -> Self {
+        Worker {
+            runtime,
+            registry,
+            pool,
+            host_id,
+            config,
+        }
+    }
+
+    /// A host id that is unique in practice: hostname, pid and a random
+    /// suffix.
+    pub fn generate_host_id() -> String {
+        let host =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        format!("{}-{}-{:08x}", host.trim(), std::process::id(), nanos)
+    }
+
+    /// Run until `shutdown` resolves, then shut down gracefully (see the
+    /// module docs).
+    ///
+    /// # Errors
+    /// Only when the worker cannot start (the LISTEN connection or the first
+    /// heartbeat fails). Errors while running are logged and retried.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let Worker {
+            runtime,
+            registry,
+            pool,
+            host_id,
+            config,
+        } = self;
+        let owner: Arc<str> = host_id.into();
+        let concurrency = config.concurrency.max(1);
+        let shared = Arc::new(Shared {
+            runtime,
+            registry,
+            config,
+            inflight: Mutex::new(HashMap::new()),
+            finished: Notify::new(),
+        });
+
+        queue::heartbeat(&pool, &owner, &shared.registry.names())
+            .await
+            .context("worker start: heartbeat")?;
+        let wake = Arc::new(Notify::new());
+        let mut listener = PgListener::connect_with(&pool)
+            .await
+            .context("worker start: LISTEN connection")?;
+        listener
+            .listen(ACTIONS_CHANNEL)
+            .await
+            .context("worker start: LISTEN")?;
+        let listen_task = tokio::spawn(listen(listener, wake.clone()));
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
+        let writer_task = tokio::spawn(write_completions(pool.clone(), owner.clone(), done_rx));
+        let maintenance_task = tokio::spawn(maintain(pool.clone(), owner.clone(), shared.clone()));
+        tracing::info!(host = %owner, concurrency, actions = shared.registry.names().len(), "worker started");
+
+        let permits = Arc::new(Semaphore::new(concurrency));
+        tokio::pin!(shutdown);
+        loop {
+            // Claim as many rows as there are free permits, never more.
+            let free = permits.available_permits();
+            let mut saturated = free == 0;
+            if free > 0 {
+                let served = served_actions(&shared);
+                match queue::claim(&pool, &owner, free as u32, shared.config.lease, &served).await {
+                    Ok(rows) => {
+                        saturated = rows.len() == free;
+                        for row in rows {
+                            let permit = permits
+                                .clone()
+                                .try_acquire_owned()
+                                .expect("claimed no more than free permits");
+                            spawn_action(&shared, row, permit, done_tx.clone());
+                        }
+                    }
+                    Err(err) => tracing::error!("{}", sandbox::one_line(&err)),
+                }
+            }
+            if saturated && permits.available_permits() > 0 {
+                continue; // more rows may be waiting and capacity is free
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = wake.notified() => {}
+                _ = shared.finished.notified(), if saturated => {}
+                _ = tokio::time::sleep(shared.config.poll_interval) => {}
+            }
+        }
+
+        // Graceful shutdown.
+        let running = shared
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        tracing::info!(running, grace = ?shared.config.shutdown_grace, "shutting down: claiming stopped");
+        let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        if tokio::time::timeout(shared.config.shutdown_grace, permits.acquire_many(all))
+            .await
+            .is_err()
+        {
+            let leftover: Vec<(i64, AbortHandle)> = shared
+                .inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain()
+                .collect();
+            for (id, handle) in leftover {
+                handle.abort();
+                tracing::warn!(
+                    action_id = id,
+                    "not finished within the grace period: requeued"
+                );
+                let _ = done_tx.send(Completion::requeue(id));
+            }
+        }
+        maintenance_task.abort();
+        listen_task.abort();
+        drop(done_tx);
+        if let Err(err) = writer_task.await {
+            tracing::error!("completion writer stopped abnormally: {err}");
+        }
+        if let Err(err) = queue::remove_host(&pool, &owner).await {
+            tracing::warn!("deregistering host: {}", sandbox::one_line(&err));
+        }
+        tracing::info!(host = %owner, "worker stopped");
+        Ok(())
+    }
+}
+
+/// The actions this host serves, with their default attempt limits.
+fn served_actions(shared: &Shared) -> Vec<ServedAction> {
+    shared
+        .registry
+        .entries()
+        .into_iter()
+        .map(|(_, h)| ServedAction {
+            module: h.plugin.module.clone(),
+            name: h.info.name.clone(),
+            max_attempts: h
+                .info
+                .retry
+                .map_or(shared.config.default_max_attempts, |r| r.max_attempts),
+        })
+        .collect()
+}
+
+fn spawn_action(
+    shared: &Arc<Shared>,
+    row: ClaimedAction,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    done: mpsc::UnboundedSender<Completion>,
+) {
+    let id = row.id;
+    // Hold the map's lock while spawning so the task cannot remove its
+    // entry before it is inserted.
+    let mut inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
+    let task_shared = shared.clone();
+    let handle = tokio::spawn(async move {
+        let completion = execute(&task_shared, row).await;
+        let _ = done.send(completion);
+        task_shared
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        drop(permit);
+        task_shared.finished.notify_one();
+    });
+    inflight.insert(id, handle.abort_handle());
+}
+
+/// Run one claimed row and decide its outcome.
+async fn execute(shared: &Shared, row: ClaimedAction) -> Completion {
+    let Some(handler) = shared.registry.get(&row.module, &row.name) else {
+        // The plugin went away between claim and run: give the row back,
+        // uncounted, for a host that has it.
+        tracing::warn!(
+            action_id = row.id,
+            "action `{}:{}` no longer registered: requeued",
+            row.module,
+            row.name
+        );
+        return Completion::requeue(row.id);
+    };
+    let config = &shared.config;
+    let ms = Duration::from_millis;
+    let timeout = row
+        .timeout
+        .or(handler.info.timeout_ms.map(ms))
+        .unwrap_or(shared.runtime.limits().default_timeout);
+    let invocation = Invocation {
+        action_id: row.id.to_string(),
+        attempt: row.attempt,
+        timeout,
+    };
+    match handler
+        .plugin
+        .invoke(&shared.runtime, &row.name, row.args, &invocation)
+        .await
+    {
+        Ok(result) => Completion::succeeded(row.id, result),
+        Err(failure) => {
+            let policy = handler.info.retry;
+            let initial = row
+                .initial_backoff
+                .or(policy.map(|p| ms(p.initial_backoff_ms)))
+                .unwrap_or(config.default_initial_backoff);
+            let max = row
+                .max_backoff
+                .or(policy.map(|p| ms(p.max_backoff_ms)))
+                .unwrap_or(config.default_max_backoff);
+            let key = format!("{}:{}", row.module, row.name);
+            if failure.retryable && row.attempt < row.max_attempts {
+                let delay = backoff::jittered(initial, max, row.attempt);
+                tracing::info!(
+                    action_id = row.id,
+                    attempt = row.attempt,
+                    "action `{key}` failed, retrying in {delay:?}: {failure}"
+                );
+                Completion::retry(row.id, failure.payload(), delay)
+            } else {
+                tracing::warn!(
+                    action_id = row.id,
+                    attempt = row.attempt,
+                    "action `{key}` failed: {failure}"
+                );
+                Completion::failed(row.id, failure.payload())
+            }
+        }
+    }
+}
+
+/// Wake the claim loop on every notification. `PgListener` reconnects by
+/// itself; while it is down the poll interval covers.
+async fn listen(mut listener: PgListener, wake: Arc<Notify>) {
+    loop {
+        match listener.recv().await {
+            Ok(_) => wake.notify_one(),
+            Err(err) => {
+                tracing::warn!("LISTEN connection: {err}; relying on polling until it reconnects");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Write completions in batches until every sender is gone. A batch that
+/// fails to write is retried (with backoff) — never dropped — so a brief
+/// database outage loses nothing.
+async fn write_completions(
+    pool: PgPool,
+    owner: Arc<str>,
+    mut done: mpsc::UnboundedReceiver<Completion>,
+) {
+    let mut batch = Vec::with_capacity(MAX_COMPLETION_BATCH);
+    while let Some(first) = done.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_COMPLETION_BATCH {
+            match done.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match queue::complete(&pool, &owner, &batch).await {
+                Ok(written) => {
+                    if written.len() < batch.len() {
+                        let lost: Vec<_> = batch
+                            .iter()
+                            .map(|c| c.id)
+                            .filter(|id| !written.contains(id))
+                            .collect();
+                        tracing::warn!(
+                            ?lost,
+                            "completions not written: this host no longer holds those rows"
+                        );
+                    }
+                    break;
+                }
+                Err(err) => {
+                    tracing::error!("{}; retrying in {delay:?}", sandbox::one_line(&err));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Renew, rescue, heartbeat, fail unknown actions — each on its own period.
+async fn maintain(pool: PgPool, owner: Arc<str>, shared: Arc<Shared>) {
+    let config = &shared.config;
+    let mut renew = tokio::time::interval(config.renew_every);
+    let mut rescue = tokio::time::interval(config.rescue_every);
+    let mut heartbeat = tokio::time::interval(config.heartbeat_every);
+    for timer in [&mut renew, &mut rescue, &mut heartbeat] {
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    let lease_expired = sandbox::host_error_payload(
+        "LeaseExpired",
+        "the host running this attempt stopped renewing its lease (it died or lost the database)",
+    );
+    loop {
+        tokio::select! {
+            _ = renew.tick() => {
+                let ids: Vec<i64> = shared.inflight.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+                if ids.is_empty() { continue; }
+                match queue::renew(&pool, &owner, &ids, config.lease).await {
+                    Ok(owned) => {
+                        let mut inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                        for id in ids.iter().filter(|id| !owned.contains(id)) {
+                            if let Some(handle) = inflight.remove(id) {
+                                handle.abort();
+                                tracing::warn!(action_id = id, "lost the lease (another host may run it): attempt abandoned");
+                            }
+                        }
+                    }
+                    Err(err) => tracing::error!("{}", sandbox::one_line(&err)),
+                }
+            }
+            _ = rescue.tick() => {
+                match queue::requeue_expired(&pool, &lease_expired).await {
+                    Ok(rescued) => for r in rescued {
+                        tracing::warn!(action_id = r.id, previous_owner = %r.previous_owner, status = %r.status, "rescued a row whose lease expired");
+                    },
+                    Err(err) => tracing::error!("{}", sandbox::one_line(&err)),
+                }
+                let unknown = queue::fail_unknown(&pool, config.unknown_after, config.host_ttl, |module, name| {
+                    sandbox::host_error_payload(
+                        "UnknownActionError",
+                        &format!("no live host serves action `{module}:{name}` (waited {:?})", config.unknown_after),
+                    )
+                }).await;
+                match unknown {
+                    Ok(ids) if !ids.is_empty() => tracing::warn!(?ids, "failed rows whose action no host serves"),
+                    Ok(_) => {}
+                    Err(err) => tracing::error!("{}", sandbox::one_line(&err)),
+                }
+            }
+            _ = heartbeat.tick() => {
+                if let Err(err) = queue::heartbeat(&pool, &owner, &shared.registry.names()).await {
+                    tracing::error!("{}", sandbox::one_line(&err));
+                }
+            }
+        }
+    }
+}
