@@ -70,6 +70,10 @@ enum Command {
         /// they are requeued.
         #[arg(long, value_parser = parse_duration, default_value = "10s")]
         shutdown_grace: Duration,
+        /// How long a claimed row stays owned without renewal; another host
+        /// rescues it after that (renewed every third of it).
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        lease: Duration,
         /// Fail due rows whose action no live host serves after this long.
         #[arg(long, value_parser = parse_duration, default_value = "5m")]
         unknown_after: Duration,
@@ -222,6 +226,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             db,
             concurrency,
             shutdown_grace,
+            lease,
             unknown_after,
         } => {
             let mut limits = Limits::from_env()?;
@@ -240,6 +245,8 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 concurrency,
                 shutdown_grace,
                 unknown_after,
+                lease,
+                renew_every: lease / 3,
                 ..WorkerConfig::default()
             };
             let worker = Worker::new(

@@ -43,6 +43,7 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -193,7 +194,13 @@ impl Worker {
             .context("worker start: LISTEN")?;
         let listen_task = tokio::spawn(listen(listener, wake.clone()));
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
-        let writer_task = tokio::spawn(write_completions(pool.clone(), owner.clone(), done_rx));
+        let written = Arc::new(AtomicU64::new(0));
+        let writer_task = tokio::spawn(write_completions(
+            pool.clone(),
+            owner.clone(),
+            done_rx,
+            written.clone(),
+        ));
         let maintenance_task = tokio::spawn(maintain(pool.clone(), owner.clone(), shared.clone()));
         tracing::info!(host = %owner, concurrency, actions = shared.registry.names().len(), "worker started");
 
@@ -266,7 +273,8 @@ impl Worker {
         if let Err(err) = queue::remove_host(&pool, &owner).await {
             tracing::warn!("deregistering host: {}", sandbox::one_line(&err));
         }
-        tracing::info!(host = %owner, "worker stopped");
+        let completed = written.load(Ordering::Relaxed);
+        tracing::info!(host = %owner, completed, "worker stopped");
         Ok(())
     }
 }
@@ -388,13 +396,15 @@ async fn listen(mut listener: PgListener, wake: Arc<Notify>) {
     }
 }
 
-/// Write completions in batches until every sender is gone. A batch that
+/// Write completions in batches until every sender is gone, counting the
+/// rows this host finished for good (for the final log line). A batch that
 /// fails to write is retried (with backoff) — never dropped — so a brief
 /// database outage loses nothing.
 async fn write_completions(
     pool: PgPool,
     owner: Arc<str>,
     mut done: mpsc::UnboundedReceiver<Completion>,
+    written_count: Arc<AtomicU64>,
 ) {
     let mut batch = Vec::with_capacity(MAX_COMPLETION_BATCH);
     while let Some(first) = done.recv().await {
@@ -409,6 +419,18 @@ async fn write_completions(
         loop {
             match queue::complete(&pool, &owner, &batch).await {
                 Ok(written) => {
+                    let finished = batch
+                        .iter()
+                        .filter(|c| {
+                            written.contains(&c.id)
+                                && matches!(
+                                    c.outcome,
+                                    queue::Outcome::Succeeded { .. }
+                                        | queue::Outcome::Failed { .. }
+                                )
+                        })
+                        .count();
+                    written_count.fetch_add(finished as u64, Ordering::Relaxed);
                     if written.len() < batch.len() {
                         let lost: Vec<_> = batch
                             .iter()
