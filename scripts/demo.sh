@@ -1,33 +1,76 @@
 #!/usr/bin/env bash
-# The cairn demo: build the example plugins exactly as an author would, drop
-# them into a plugin directory, list them, and run a few actions in the
-# sandbox.
+# The cairn demo, end to end on a fresh machine:
+#   1. build the example plugins exactly as an author would
+#      (cargo build --target wasm32-wasip2 --release) and drop them into a
+#      plugin directory;
+#   2. start `cairn serve` on the embedded PostgreSQL (no database to set up);
+#   3. enqueue the example actions and print their results — including a
+#      `flaky` run that succeeds on its third attempt and a `math:divide`
+#      that fails with its error payload;
+#   4. stop the host with SIGTERM (graceful shutdown; the private PostgreSQL
+#      stops with its last user).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== building the example plugins (cargo build --target wasm32-wasip2 --release)"
-(cd examples/plugins && cargo build --target wasm32-wasip2 --release --quiet)
-echo "== building cairn"
-cargo build --release --quiet -p cairn
-cairn=target/release/cairn
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-plugins=$(mktemp -d)
-trap 'rm -rf "$plugins"' EXIT
+step "building the example plugins (cargo build --target wasm32-wasip2 --release)"
+(cd examples/plugins && cargo build --target wasm32-wasip2 --release --quiet)
+step "building cairn"
+cargo build --quiet -p cairn
+cairn=target/debug/cairn
+
+# A private plugin directory and state directory (the embedded PostgreSQL's
+# home). Under /tmp so that, when run as root, the unprivileged `postgres`
+# user that runs the server can reach it wherever this repo is cloned.
+work=$(mktemp -d /tmp/cairn-demo.XXXXXX)
+chmod 755 "$work"
+mkdir "$work/plugins"
+export CAIRN_STATE_DIR="$work/state" CAIRN_PLUGINS="$work/plugins"
 for p in greet math flaky chatty; do
-  cp "examples/plugins/target/wasm32-wasip2/release/$p.wasm" "$plugins/"
+  cp "examples/plugins/target/wasm32-wasip2/release/$p.wasm" "$work/plugins/"
 done
 
-echo "== cairn plugins"
-"$cairn" plugins --plugins "$plugins"
-
-run() {
-  echo "== cairn invoke $*"
-  "$cairn" invoke "$@" --plugins "$plugins" || echo "(exit $?)"
+serve_pid=""
+cleanup() {
+  if [ -n "$serve_pid" ] && kill -0 "$serve_pid" 2>/dev/null; then kill -TERM "$serve_pid"; wait "$serve_pid" || true; fi
+  rm -rf "$work"
 }
-run greet:hello --args '{"name": "world"}'
-run math:scale --args '{"point": {"x": 1.5, "y": 2}, "factor": 3}'
-run math:stats --args '{"values": [3, 1, 4, 1, 5, 9]}'
-run math:divide --args '{"a": 1, "b": 0}'
-run flaky:succeed_after --args '{"attempts": 2}' --attempt 1
-run flaky:succeed_after --args '{"attempts": 2}' --attempt 2
-run chatty:chat --args '{"message": "hello from the guest"}'
+trap cleanup EXIT
+
+step "cairn plugins"
+"$cairn" plugins
+
+step "cairn serve (embedded PostgreSQL under $CAIRN_STATE_DIR; log in $work/serve.log)"
+"$cairn" serve --concurrency 8 >"$work/serve.log" 2>&1 &
+serve_pid=$!
+for _ in $(seq 1 300); do
+  grep -q "worker started" "$work/serve.log" && break
+  kill -0 "$serve_pid" 2>/dev/null || { cat "$work/serve.log"; exit 1; }
+  sleep 0.1
+done
+grep -q "worker started" "$work/serve.log" || { echo "cairn serve did not start"; cat "$work/serve.log"; exit 1; }
+echo "serving"
+
+enqueue() {
+  echo "\$ cairn enqueue $* --wait"
+  "$cairn" enqueue "$@" --wait || echo "(exit $?: the action failed)"
+}
+step "enqueue and wait for results"
+enqueue greet:hello --args '{"name": "world"}'
+enqueue math:scale --args '{"point": {"x": 1.5, "y": 2}, "factor": 3}'
+enqueue math:stats --args '{"values": [3, 1, 4, 1, 5, 9]}'
+enqueue chatty:chat --args '{"message": "hello from the guest"}'
+step "a retried run: flaky fails twice (retryable), then succeeds on attempt 3"
+enqueue flaky:succeed_after --args '{"attempts": 3}'
+step "a failed run, with its error payload"
+enqueue math:divide --args '{"a": 1, "b": 0}'
+
+step "the host's log"
+grep -E "worker|retrying|failed|cairn::guest" "$work/serve.log" | sed 's/^/  /' | tail -n 20
+
+step "graceful shutdown (SIGTERM)"
+kill -TERM "$serve_pid"
+wait "$serve_pid"
+echo "cairn serve exited with status $?"
+serve_pid=""

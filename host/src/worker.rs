@@ -10,9 +10,10 @@
 //! thousand per second.
 //!
 //! Side concerns hang off that path in their own tasks:
-//! * a LISTEN connection on `cairn_actions` wakes the loop on insert; a poll
-//!   every [`WorkerConfig::poll_interval`] covers delayed rows, retries and
-//!   lost notifications;
+//! * a LISTEN connection on `cairn_actions` wakes the loop on insert, a
+//!   timer wakes it when a retry this host scheduled falls due, and a poll
+//!   every [`WorkerConfig::poll_interval`] covers delayed rows, other hosts'
+//!   retries and lost notifications;
 //! * maintenance renews this host's leases, rescues rows whose lease expired
 //!   (any host does this for a dead one), refreshes this host's heartbeat,
 //!   and fails rows whose action no live host serves after
@@ -55,6 +56,10 @@ pub const ACTIONS_CHANNEL: &str = "cairn_actions";
 /// Most completions written in one statement: large enough to amortise the
 /// commit, small enough that one statement stays well under a second.
 const MAX_COMPLETION_BATCH: usize = 1024;
+
+/// Extra wait before waking for a retry this host scheduled, so the
+/// completion that set its `run_at` has been committed.
+const RETRY_WAKE_SLACK: Duration = Duration::from_millis(20);
 
 /// How the worker behaves. [`WorkerConfig::default`] holds the defaults,
 /// each with why in [`queue::defaults`].
@@ -124,6 +129,8 @@ struct Shared {
     inflight: Mutex<HashMap<i64, AbortHandle>>,
     /// Signalled when a task finishes (capacity freed).
     finished: Notify,
+    /// Wakes the claim loop: notifications, and retries falling due.
+    wake: Arc<Notify>,
 }
 
 impl Worker {
@@ -173,18 +180,19 @@ impl Worker {
         } = self;
         let owner: Arc<str> = host_id.into();
         let concurrency = config.concurrency.max(1);
+        let wake = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
             runtime,
             registry,
             config,
             inflight: Mutex::new(HashMap::new()),
             finished: Notify::new(),
+            wake: wake.clone(),
         });
 
         queue::heartbeat(&pool, &owner, &shared.registry.names())
             .await
             .context("worker start: heartbeat")?;
-        let wake = Arc::new(Notify::new());
         let mut listener = PgListener::connect_with(&pool)
             .await
             .context("worker start: LISTEN connection")?;
@@ -369,6 +377,14 @@ async fn execute(shared: &Shared, row: ClaimedAction) -> Completion {
                     attempt = row.attempt,
                     "action `{key}` failed, retrying in {delay:?}: {failure}"
                 );
+                // The retry becomes due silently: wake the loop then rather
+                // than waiting for the next poll (a few ms late is fine: the
+                // completion must be written first).
+                let wake = shared.wake.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay + RETRY_WAKE_SLACK).await;
+                    wake.notify_one();
+                });
                 Completion::retry(row.id, failure.payload(), delay)
             } else {
                 tracing::warn!(
