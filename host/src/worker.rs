@@ -36,7 +36,7 @@
 //! host.
 
 use crate::queue::{self, backoff, ClaimedAction, Completion, ServedAction};
-use crate::registry::Registry;
+use crate::registry::{ActionHandler, Registry};
 use crate::runtime::Runtime;
 use crate::sandbox::{self, Invocation};
 use anyhow::{Context, Result};
@@ -219,7 +219,16 @@ impl Worker {
             let free = permits.available_permits();
             let mut saturated = free == 0;
             if free > 0 {
-                let served = served_actions(&shared);
+                // One snapshot of the registry decides both what to claim
+                // and which version runs it: a row runs on the version that
+                // was live when it was claimed, whatever a reload does next.
+                let snapshot: HashMap<(String, String), Arc<ActionHandler>> = shared
+                    .registry
+                    .entries()
+                    .into_iter()
+                    .map(|(_, h)| ((h.plugin.module.clone(), h.info.name.clone()), h))
+                    .collect();
+                let served = served_actions(&snapshot, shared.config.default_max_attempts);
                 match queue::claim(&pool, &owner, free as u32, shared.config.lease, &served).await {
                     Ok(rows) => {
                         saturated = rows.len() == free;
@@ -228,7 +237,10 @@ impl Worker {
                                 .clone()
                                 .try_acquire_owned()
                                 .expect("claimed no more than free permits");
-                            spawn_action(&shared, row, permit, done_tx.clone());
+                            let handler = snapshot
+                                .get(&(row.module.clone(), row.name.clone()))
+                                .cloned();
+                            spawn_action(&shared, row, handler, permit, done_tx.clone());
                         }
                     }
                     Err(err) => tracing::error!("{}", sandbox::one_line(&err)),
@@ -287,19 +299,20 @@ impl Worker {
     }
 }
 
-/// The actions this host serves, with their default attempt limits.
-fn served_actions(shared: &Shared) -> Vec<ServedAction> {
-    shared
-        .registry
-        .entries()
-        .into_iter()
-        .map(|(_, h)| ServedAction {
+/// The actions in `snapshot`, with their default attempt limits.
+fn served_actions(
+    snapshot: &HashMap<(String, String), Arc<ActionHandler>>,
+    default_max_attempts: u32,
+) -> Vec<ServedAction> {
+    snapshot
+        .values()
+        .map(|h| ServedAction {
             module: h.plugin.module.clone(),
             name: h.info.name.clone(),
             max_attempts: h
                 .info
                 .retry
-                .map_or(shared.config.default_max_attempts, |r| r.max_attempts),
+                .map_or(default_max_attempts, |r| r.max_attempts),
         })
         .collect()
 }
@@ -307,6 +320,7 @@ fn served_actions(shared: &Shared) -> Vec<ServedAction> {
 fn spawn_action(
     shared: &Arc<Shared>,
     row: ClaimedAction,
+    handler: Option<Arc<ActionHandler>>,
     permit: tokio::sync::OwnedSemaphorePermit,
     done: mpsc::UnboundedSender<Completion>,
 ) {
@@ -316,7 +330,7 @@ fn spawn_action(
     let mut inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
     let task_shared = shared.clone();
     let handle = tokio::spawn(async move {
-        let completion = execute(&task_shared, row).await;
+        let completion = execute(&task_shared, row, handler).await;
         let _ = done.send(completion);
         task_shared
             .inflight
@@ -329,14 +343,19 @@ fn spawn_action(
     inflight.insert(id, handle.abort_handle());
 }
 
-/// Run one claimed row and decide its outcome.
-async fn execute(shared: &Shared, row: ClaimedAction) -> Completion {
-    let Some(handler) = shared.registry.get(&row.module, &row.name) else {
-        // The plugin went away between claim and run: give the row back,
-        // uncounted, for a host that has it.
+/// Run one claimed row on `handler` (from the claim's registry snapshot)
+/// and decide its outcome.
+async fn execute(
+    shared: &Shared,
+    row: ClaimedAction,
+    handler: Option<Arc<ActionHandler>>,
+) -> Completion {
+    let Some(handler) = handler else {
+        // Cannot happen (only served keys are claimed), but if it did, give
+        // the row back, uncounted, for a host that has the action.
         tracing::warn!(
             action_id = row.id,
-            "action `{}:{}` no longer registered: requeued",
+            "action `{}:{}` missing from the claim snapshot: requeued",
             row.module,
             row.name
         );
