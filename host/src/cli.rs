@@ -444,11 +444,26 @@ async fn load_with(dir: &std::path::Path, limits: Limits) -> Result<(Runtime, Di
 fn print_plugins(load: &DirLoad, registry: &Registry) {
     println!("{:<28} {:<22} {:<14} IMPORTS", "ACTION", "FILE", "DIGEST");
     for (key, handler) in registry.entries() {
-        let deps = handler.plugin.dependencies();
-        let imports = if deps.is_empty() {
+        // The cairn dependencies by name, then how many WASI interfaces
+        // (always linked, denying) the component imports.
+        let plugin = &handler.plugin;
+        let mut imports: Vec<String> = plugin
+            .dependencies()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        let wasi = plugin
+            .imports
+            .iter()
+            .filter(|i| i.starts_with("wasi:"))
+            .count();
+        if wasi > 0 {
+            imports.push(format!("+{wasi} wasi"));
+        }
+        let imports = if imports.is_empty() {
             "-".to_owned()
         } else {
-            deps.join(",")
+            imports.join(",")
         };
         println!(
             "{:<28} {:<22} {:<14} {}",
