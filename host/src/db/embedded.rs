@@ -197,10 +197,13 @@ impl EmbeddedPostgres {
             .database(database)
     }
 
-    /// A libpq URL for `database`, for people and tools (`psql "$URL"`).
+    /// A libpq URL for `database`, for people and tools (`psql "$URL"`) and
+    /// `--database-url`. The `host` parameter (the socket directory)
+    /// overrides `localhost`, which is there because URL parsers (sqlx's)
+    /// refuse a user name with an empty host.
     pub fn url(&self, database: &str) -> String {
         format!(
-            "postgresql://{SUPERUSER}@/{database}?host={}&port={PORT}",
+            "postgresql://{SUPERUSER}@localhost/{database}?host={}&port={PORT}",
             self.layout.run.display()
         )
     }
