@@ -10,3 +10,4 @@ mod registry;
 mod sandbox;
 mod sql_api;
 mod support;
+mod worker;

@@ -101,6 +101,8 @@ impl Drop for StateDir {
 pub struct TestDb {
     /// A pool on the database.
     pub pool: PgPool,
+    /// Its libpq URL, for child processes (`cairn serve --database-url`).
+    pub url: String,
 }
 
 /// Creates and migrates a fresh database on the shared server.
@@ -118,5 +120,12 @@ pub async fn fresh_db() -> Result<TestDb> {
     admin.close().await.ok();
     let pool = cairn::db::pool(shared.connect.clone().database(&name), 8).await?;
     cairn::db::migrate(&pool).await?;
-    Ok(TestDb { pool })
+    let url = shared
+        .server
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .context("the test server was stopped")?
+        .url(&name);
+    Ok(TestDb { pool, url })
 }
