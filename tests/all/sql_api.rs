@@ -274,7 +274,100 @@ async fn migrating_again_is_a_no_op() -> Result<()> {
         sqlx::query_as("SELECT version, success FROM cairn._sqlx_migrations")
             .fetch_all(&db.pool)
             .await?;
-    ensure!(applied == vec![(1, true)], "{applied:?}");
+    let known = cairn::db::MIGRATOR.iter().count();
+    ensure!(
+        applied.len() == known && applied.iter().all(|(_, ok)| *ok),
+        "{applied:?}"
+    );
     cairn::db::migrate(&db.pool).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sql_payload_to_json_reads_payloads_as_the_rust_conversion_does() -> Result<()> {
+    use cairn_payload::{json, WorkflowArgumentValue as V, WorkflowErrorValue};
+
+    #[derive(serde::Serialize)]
+    struct Point {
+        x: i64,
+        y: f64,
+    }
+
+    let db = fresh_db().await?;
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
+    // Every JSON kind, through the Rust conversion...
+    let mut gen = Gen(0xDEC0DE);
+    for _ in 0..300 {
+        let value: serde_json::Value = serde_json::from_str(&gen.value(3))?;
+        payloads.push(cairn_payload::serialize_result_payload(
+            json::json_to_value(&value),
+        ));
+    }
+    // ...and the kinds JSON cannot produce.
+    payloads.push(cairn_payload::serialize_result_payload(V::tuple([
+        V::int(1),
+        V::string("a"),
+    ])));
+    payloads.push(cairn_payload::serialize_result_payload(
+        cairn_payload::to_value(&Point {
+            x: -7,
+            y: 0.1 + 0.2,
+        })?,
+    ));
+    for f in [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        5e-324,
+        f64::MAX,
+        -0.0,
+        1.0,
+    ] {
+        payloads.push(cairn_payload::serialize_result_payload(V::double(f)));
+    }
+    payloads.push(cairn_payload::serialize_result_payload(V { kind: None }));
+    payloads.push(cairn_payload::serialize_result_payload(V::dict([
+        ("k".to_owned(), V::int(1)),
+        ("k".to_owned(), V::int(2)),
+    ])));
+    payloads.push(cairn_payload::serialize_error_payload(WorkflowErrorValue {
+        r#type: "ValueError".into(),
+        module: "my_crate::errors".into(),
+        message: "bad ✓".into(),
+        traceback: String::new(),
+        values: Some(cairn_payload::WorkflowDictArgument {
+            entries: vec![cairn_payload::WorkflowArgument {
+                key: "code".into(),
+                value: Some(V::int(42)),
+            }],
+        }),
+        type_hierarchy: vec!["ValueError".into(), "Exception".into()],
+    }));
+    payloads.push(cairn_payload::serialize_error_payload(
+        WorkflowErrorValue::default(),
+    ));
+
+    for payload in &payloads {
+        let expected = json::payload_to_json(payload)?;
+        let (equal, sql): (bool, String) = sqlx::query_as(
+            "SELECT cairn.payload_to_json($1) = $2::text::jsonb, cairn.payload_to_json($1)::text",
+        )
+        .bind(payload)
+        .bind(expected.to_string())
+        .fetch_one(&db.pool)
+        .await
+        .with_context(|| format!("decoding {}", hex::encode(payload)))?;
+        ensure!(
+            equal,
+            "SQL {sql}\nRust {expected}\npayload {}",
+            hex::encode(payload)
+        );
+    }
+    let err = sqlx::query("SELECT cairn.payload_to_json(cairn.args_from_json('{\"x\": 1}'))")
+        .execute(&db.pool)
+        .await
+        .err()
+        .context("a payload without result or error was accepted")?;
+    ensure!(err.to_string().contains("neither"), "{err}");
     Ok(())
 }

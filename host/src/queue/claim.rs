@@ -87,35 +87,18 @@ pub async fn claim(
             maxes.push(i32::try_from(s.max_attempts.max(1)).unwrap_or(i32::MAX));
         }
     }
+    // One statement: `cairn.claim` (migrations/0002) is the UPDATE ...
+    // FOR UPDATE SKIP LOCKED LIMIT n, wrapped so that its plan is pinned.
     let rows = sqlx::query(
         r#"
-        WITH served AS (
-            SELECT * FROM unnest($3::text[], $4::text[], $5::integer[]) AS s(module, name, max_attempts)
-        ), picked AS (
-            SELECT a.id, s.max_attempts AS default_max_attempts
-            FROM cairn.actions a
-            JOIN served s ON s.module = a.module AND s.name = a.name
-            WHERE a.status = 'queued' AND a.run_at <= now()
-            ORDER BY a.priority, a.run_at, a.id
-            LIMIT $2
-            FOR UPDATE OF a SKIP LOCKED
-        )
-        UPDATE cairn.actions a
-        SET status = 'running',
-            lease_owner = $1,
-            lease_expires_at = now() + $6 * interval '1 millisecond',
-            attempts = a.attempts + 1,
-            started_at = now(),
-            max_attempts = coalesce(a.max_attempts, p.default_max_attempts)
-        FROM picked p
-        WHERE a.id = p.id
-        RETURNING a.id, a.module, a.name, a.args, a.attempts, a.max_attempts, a.priority,
-                  a.timeout_ms, a.initial_backoff_ms, a.max_backoff_ms,
-                  a.run_at, a.created_at, a.lease_expires_at
+        SELECT id, module, name, args, attempts, max_attempts, priority,
+               timeout_ms, initial_backoff_ms, max_backoff_ms,
+               run_at, created_at, lease_expires_at
+        FROM cairn.claim($1, $2, $6, $3, $4, $5)
         "#,
     )
     .bind(owner)
-    .bind(i64::from(limit))
+    .bind(i32::try_from(limit).unwrap_or(i32::MAX))
     .bind(&modules)
     .bind(&names)
     .bind(&maxes)

@@ -103,7 +103,9 @@ pub async fn complete(pool: &PgPool, owner: &str, completions: &[Completion]) ->
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for c in completions {
+    let mut sorted: Vec<&Completion> = completions.iter().collect();
+    sorted.sort_by_key(|c| c.id); // stable: the first of a duplicated id stays first
+    for c in sorted {
         if !seen.insert(c.id) {
             continue;
         }
@@ -121,33 +123,41 @@ pub async fn complete(pool: &PgPool, owner: &str, completions: &[Completion]) ->
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    // The plan must not depend on statistics, which lag far behind a busy
+    // queue: each id is looked up by primary key in a LATERAL subquery (so
+    // locks are taken in the order of `ids`, ascending: no deadlocks), and
+    // the lease is checked as `lease_owner = $1` alone — which implies
+    // `running` by the table's CHECK — so that the planner never scans the
+    // partial index of running rows (full of dead entries between vacuums)
+    // once per id.
     let mut written: Vec<i64> = sqlx::query_scalar(
         r#"
-        WITH input AS (
-            SELECT * FROM unnest($2::bigint[], $3::text[], $4::bytea[], $5::bigint[])
+        WITH locked AS (
+            SELECT i.*
+            FROM unnest($2::bigint[], $3::text[], $4::bytea[], $5::bigint[])
                 AS i(id, outcome, payload, backoff_ms)
-        ), locked AS (
-            SELECT a.id FROM cairn.actions a
-            WHERE a.id = ANY($2) AND a.status = 'running' AND a.lease_owner = $1
-            ORDER BY a.id
-            FOR UPDATE
+            CROSS JOIN LATERAL (
+                SELECT 1 FROM cairn.actions a
+                WHERE a.id = i.id AND a.lease_owner = $1
+                FOR UPDATE
+            ) owned
         )
         UPDATE cairn.actions a
-        SET status = CASE i.outcome WHEN 'succeeded' THEN 'succeeded'
+        SET status = CASE l.outcome WHEN 'succeeded' THEN 'succeeded'
                                     WHEN 'failed' THEN 'failed'
                                     ELSE 'queued' END,
-            result = CASE WHEN i.outcome = 'succeeded' THEN i.payload ELSE a.result END,
-            error = CASE WHEN i.outcome IN ('failed', 'retry') THEN i.payload ELSE a.error END,
-            run_at = CASE WHEN i.outcome = 'retry'
-                          THEN now() + i.backoff_ms * interval '1 millisecond'
+            result = CASE WHEN l.outcome = 'succeeded' THEN l.payload ELSE a.result END,
+            error = CASE WHEN l.outcome IN ('failed', 'retry') THEN l.payload ELSE a.error END,
+            run_at = CASE WHEN l.outcome = 'retry'
+                          THEN now() + l.backoff_ms * interval '1 millisecond'
                           ELSE a.run_at END,
-            attempts = CASE WHEN i.outcome = 'requeue' THEN greatest(a.attempts - 1, 0)
+            attempts = CASE WHEN l.outcome = 'requeue' THEN greatest(a.attempts - 1, 0)
                             ELSE a.attempts END,
             lease_owner = NULL,
             lease_expires_at = NULL,
-            finished_at = CASE WHEN i.outcome IN ('succeeded', 'failed') THEN now() END
-        FROM locked l, input i
-        WHERE a.id = l.id AND i.id = l.id
+            finished_at = CASE WHEN l.outcome IN ('succeeded', 'failed') THEN now() END
+        FROM locked l
+        WHERE a.id = l.id
         RETURNING a.id
         "#,
     )

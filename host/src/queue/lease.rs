@@ -23,8 +23,11 @@ pub async fn renew(pool: &PgPool, owner: &str, ids: &[i64], lease: Duration) -> 
     let mut owned: Vec<i64> = sqlx::query_scalar(
         r#"
         WITH locked AS (
+            -- `lease_owner = $1` implies running (the table's CHECK); not
+            -- saying `status = 'running'` keeps the planner on the primary
+            -- key (see complete.rs).
             SELECT id FROM cairn.actions
-            WHERE id = ANY($2) AND status = 'running' AND lease_owner = $1
+            WHERE id = ANY($2) AND lease_owner = $1
             ORDER BY id
             FOR UPDATE
         )
