@@ -169,7 +169,8 @@ async fn sql_enqueue_overloads_take_untyped_json_jsonb_and_protobuf_bytes() -> R
     )
     .fetch_one(&db.pool)
     .await?;
-    let rows: Vec<(i64, Vec<u8>, i32, bool, Option<i32>, Option<i64>)> = sqlx::query_as(
+    type Row = (i64, Vec<u8>, i32, bool, Option<i32>, Option<i64>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, args, priority, run_at > now() + interval '59 minutes', max_attempts, timeout_ms FROM cairn.actions ORDER BY id",
     )
     .fetch_all(&db.pool)

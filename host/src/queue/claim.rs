@@ -130,6 +130,6 @@ pub async fn claim(
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .context("queue claim failed: reading a claimed row")?;
     // UPDATE ... RETURNING does not keep the picked order.
-    claimed.sort_by(|a, b| (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id)));
+    claimed.sort_by_key(|c| (c.priority, c.run_at, c.id));
     Ok(claimed)
 }
