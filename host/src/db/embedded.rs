@@ -140,13 +140,15 @@ impl EmbeddedPostgres {
             );
         }
 
+        // Checked before creating anything, so a refused start leaves no
+        // directories behind; the ones created here get mode 755.
+        run_as.check_reachable(&layout.root)?;
         create_dir(&layout.root, 0o755).with_context(|| {
             format!(
                 "embedded postgres start failed: creating `{}`",
                 layout.root.display()
             )
         })?;
-        run_as.check_reachable(&layout.root)?;
 
         let lock = lock_file(&layout.lock)?;
         let mut server = EmbeddedPostgres {
@@ -596,12 +598,19 @@ impl RunAs {
             return Ok(());
         };
         for ancestor in dir.ancestors() {
-            let meta = fs::metadata(ancestor).with_context(|| {
-                format!(
-                    "embedded postgres start failed: reading `{}`",
-                    ancestor.display()
-                )
-            })?;
+            let meta = match fs::metadata(ancestor) {
+                Ok(meta) => meta,
+                // Not there yet: created later, searchable (mode 755).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "embedded postgres start failed: reading `{}`",
+                            ancestor.display()
+                        )
+                    })
+                }
+            };
             let mode = meta.mode();
             let searchable = if meta.uid() == *uid {
                 mode & 0o100 != 0
@@ -665,13 +674,23 @@ fn absolute(path: &Path) -> Result<PathBuf> {
         .join(path))
 }
 
-/// Creates `dir` (and parents) if missing; a new `dir` gets `mode`.
+/// Creates `dir` if missing, with `mode`; missing parents get 755 whatever
+/// the umask, so that the server's user can pass through them.
 fn create_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::create_dir_all(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+    if let Some(parent) = dir.parent() {
+        if !parent.as_os_str().is_empty() {
+            create_dir(parent, 0o755)?;
+        }
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(mode)),
+        // Created meanwhile by a concurrent start: fine.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn is_executable(path: &Path) -> bool {
