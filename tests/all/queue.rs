@@ -644,3 +644,29 @@ async fn wait_gives_back_the_unfinished_row_at_its_timeout() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn wait_many_returns_every_row_once_all_are_finished() -> Result<()> {
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let requests: Vec<_> = (0..5).map(|_| EnqueueRequest::new("m", "a")).collect();
+    let ids = client.enqueue_many(&requests).await?;
+    let waiter = {
+        let (client, ids) = (client.clone(), ids.clone());
+        tokio::spawn(async move { client.wait_many(&ids, Duration::from_secs(30)).await })
+    };
+    let claimed = claim_all(&db.pool, "h", &[("m", "a")]).await?;
+    for c in &claimed {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        queue::complete(&db.pool, "h", &[Completion::failed(c.id, vec![c.id as u8])]).await?;
+    }
+    let rows = waiter.await??;
+    ensure!(
+        rows.iter().map(|r| r.id).collect::<Vec<_>>() == ids,
+        "order kept"
+    );
+    ensure!(rows
+        .iter()
+        .all(|r| r.status == ActionStatus::Failed && r.error == Some(vec![r.id as u8])));
+    Ok(())
+}

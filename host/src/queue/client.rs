@@ -4,6 +4,7 @@
 //! `cairn.result`, `cairn.cancel`); the client calls those functions, so
 //! there is one implementation of the idempotency rule, in the database.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -283,21 +284,7 @@ impl Client {
     ///
     /// When the statement fails (`result failed: ...`).
     pub async fn result(&self, id: i64) -> Result<Option<ActionResult>> {
-        let row = sqlx::query(
-            r#"
-            SELECT id, module, name, status, attempts, max_attempts, result, error,
-                   run_at, created_at, started_at, finished_at
-            FROM cairn.actions WHERE id = $1
-            "#,
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .context("result failed")?;
-        row.as_ref()
-            .map(ActionResult::from_row)
-            .transpose()
-            .context("result failed: reading the row")
+        Ok(self.results(&[id]).await?.pop())
     }
 
     /// Waits until row `id` is finished (succeeded, failed or cancelled), or
@@ -313,6 +300,21 @@ impl Client {
     ///
     /// No such row, or a failed statement (`wait failed: ...`).
     pub async fn wait(&self, id: i64, timeout: Duration) -> Result<ActionResult> {
+        let mut rows = self.wait_many(&[id], timeout).await?;
+        rows.pop()
+            .ok_or_else(|| anyhow!("wait failed: no row for id {id}"))
+    }
+
+    /// [`wait`](Self::wait) for many rows at once, on one listening
+    /// connection: returns when every row is finished or `timeout` passes,
+    /// with the rows in the order of `ids` (each as it is then). Use this
+    /// rather than many concurrent `wait`s, which hold a pooled connection
+    /// each.
+    ///
+    /// # Errors
+    ///
+    /// An id with no row, or a failed statement (`wait failed: ...`).
+    pub async fn wait_many(&self, ids: &[i64], timeout: Duration) -> Result<Vec<ActionResult>> {
         let deadline = Instant::now() + timeout;
         let mut listener = PgListener::connect_with(&self.pool)
             .await
@@ -321,30 +323,62 @@ impl Client {
             .listen(RESULTS_CHANNEL)
             .await
             .context("wait failed: listening")?;
-        let wanted = id.to_string();
+        let mut latest: HashMap<i64, ActionResult> = HashMap::with_capacity(ids.len());
+        let mut pending: HashSet<i64> = ids.iter().copied().collect();
         loop {
             // Read after LISTEN, so a completion in between is not missed.
-            let row = self
-                .result(id)
-                .await
-                .context("wait failed")?
-                .ok_or_else(|| anyhow!("wait failed: no action with id {id}"))?;
+            let wanted: Vec<i64> = pending.iter().copied().collect();
+            for row in self.results(&wanted).await.context("wait failed")? {
+                if row.status.is_terminal() {
+                    pending.remove(&row.id);
+                }
+                latest.insert(row.id, row);
+            }
+            if let Some(missing) = ids.iter().find(|id| !latest.contains_key(id)) {
+                bail!("wait failed: no action with id {missing}");
+            }
             let now = Instant::now();
-            if row.status.is_terminal() || now >= deadline {
-                return Ok(row);
+            if pending.is_empty() || now >= deadline {
+                return Ok(ids.iter().map(|id| latest[id].clone()).collect());
             }
             let poll_at = (now + defaults::POLL_INTERVAL).min(deadline);
-            // Skip other rows' notifications until ours, the poll or the end.
+            // Skip other rows' notifications until one of ours, the poll or
+            // the end.
             loop {
                 match tokio::time::timeout_at(poll_at, listener.try_recv()).await {
                     Err(_) => break,       // poll interval over
                     Ok(Ok(None)) => break, // connection lost; re-read
-                    Ok(Ok(Some(n))) if n.payload() == wanted => break,
-                    Ok(Ok(Some(_))) => continue,
+                    Ok(Ok(Some(n))) => {
+                        if n.payload()
+                            .parse()
+                            .is_ok_and(|id: i64| pending.contains(&id))
+                        {
+                            break;
+                        }
+                    }
                     Ok(Err(e)) => return Err(e).context("wait failed: receiving"),
                 }
             }
         }
+    }
+
+    /// The rows among `ids` that exist, in no particular order.
+    async fn results(&self, ids: &[i64]) -> Result<Vec<ActionResult>> {
+        let rows = sqlx::query(
+            r#"
+            SELECT id, module, name, status, attempts, max_attempts, result, error,
+                   run_at, created_at, started_at, finished_at
+            FROM cairn.actions WHERE id = ANY($1)
+            "#,
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .context("result failed")?;
+        rows.iter()
+            .map(ActionResult::from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .context("result failed: reading a row")
     }
 
     /// Cancels row `id` if it is queued or running (see `cairn.cancel`).
