@@ -185,6 +185,27 @@ impl ActionResult {
 
 /// Enqueues actions and reads their results. Cheap to clone (it holds a
 /// pool).
+///
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// use std::time::Duration;
+/// use cairn::db::{Database, DbConfig};
+/// use cairn::queue::{Client, EnqueueRequest};
+///
+/// let db = Database::connect(DbConfig::from_env()?).await?;
+/// let client = Client::new(db.pool().clone());
+/// let args = cairn_payload::json::json_to_arguments(&serde_json::json!({"name": "Ada"}))?;
+/// let id = client
+///     .enqueue(&EnqueueRequest::new("greet", "hello").args(&args).priority(-1))
+///     .await?;
+/// let row = client.wait(id, Duration::from_secs(30)).await?;
+/// if let Some(result) = &row.result {
+///     println!("{}", cairn_payload::json::payload_to_json(result)?);
+/// }
+/// db.close().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Client {
     pool: PgPool,
