@@ -11,12 +11,21 @@
 //! [`Registry::register_plugin`] registers all of a plugin's actions or none.
 //! Readers take a snapshot (`Arc` handlers), so a call that already looked
 //! up its handler finishes on it even if the registry changes meanwhile.
+//!
+//! Hot reload goes through one per-file operation, [`Registry::replace_file`]:
+//! under one write lock it removes every key the file owns and inserts the
+//! new version's keys — or, if a new key is owned by **another file with a
+//! different digest**, changes nothing. A key belongs to the file that
+//! registered it first; a reader sees the old version or the new one, never
+//! a mix. Every change it makes is logged (file, keys, old and new digest).
 
 use crate::bindings::ActionInfo;
 use crate::plugin::{display_name, Plugin};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 /// What runs one action: the plugin that provides it and its declaration.
 #[derive(Debug)]
@@ -64,6 +73,47 @@ impl fmt::Display for Conflict {
 }
 
 impl std::error::Error for Conflict {}
+
+/// What one [`Registry::replace_file`] did to the keys of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The file.
+    pub file: PathBuf,
+    /// The digest of the version the file served before, if any.
+    pub old_digest: Option<String>,
+    /// The digest of the version it serves now, if any.
+    pub new_digest: Option<String>,
+    /// Keys that were not served before and now are.
+    pub added: Vec<String>,
+    /// Keys the file served before and serves now, from the new version.
+    pub replaced: Vec<String>,
+    /// Keys the file served before and no longer does.
+    pub removed: Vec<String>,
+    /// Keys the new version declares that another file serves with the same
+    /// digest (an identical copy): that file keeps them.
+    pub shared: Vec<String>,
+    /// When the change happened (taken under the write lock): every claim
+    /// snapshot taken after this sees the new version, none before.
+    pub at: SystemTime,
+}
+
+impl Change {
+    /// Whether the registry is unchanged (e.g. the file was not served and
+    /// is removed, or every key is shared).
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.replaced.is_empty() && self.removed.is_empty()
+    }
+
+    /// `added`, `replaced`, `removed` or `unchanged`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match (&self.old_digest, &self.new_digest) {
+            _ if self.is_empty() => "unchanged",
+            (None, Some(_)) => "added",
+            (Some(_), None) => "removed",
+            _ => "replaced",
+        }
+    }
+}
 
 /// Thread-safe map from `(module, name)` to handler.
 #[derive(Debug, Default)]
@@ -134,6 +184,111 @@ impl Registry {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// Make `file`'s keys exactly those of `plugin` (loaded from `file`;
+    /// `None`: remove them),
+    /// atomically: under one write lock, remove every key the file owns and
+    /// insert the new version's. A new key owned by another file with the
+    /// same digest (an identical copy) stays with that file and is reported
+    /// as [`Change::shared`]. Logs the change (`tracing::info!`).
+    ///
+    /// # Errors
+    /// A [`Conflict`] when a new key is owned by another file with another
+    /// digest; then nothing changes and the file's previous version (if any)
+    /// keeps serving.
+    pub fn replace_file(
+        &self,
+        file: &Path,
+        plugin: Option<Arc<Plugin>>,
+    ) -> Result<Change, Conflict> {
+        debug_assert!(
+            plugin.as_ref().is_none_or(|p| p.file == file),
+            "a plugin is registered under the file it was loaded from"
+        );
+        let handlers: Vec<Arc<ActionHandler>> = plugin
+            .iter()
+            .flat_map(|plugin| {
+                plugin.actions.iter().map(move |info| {
+                    Arc::new(ActionHandler {
+                        plugin: plugin.clone(),
+                        info: info.clone(),
+                    })
+                })
+            })
+            .collect();
+        let mut map = self.actions.write().unwrap_or_else(|p| p.into_inner());
+        let mut shared = Vec::new();
+        for handler in &handlers {
+            let key = (handler.plugin.module.clone(), handler.info.name.clone());
+            if map.get(&key).is_some_and(|e| e.plugin.file != file) {
+                Self::check(&map, &key.0, &key.1, handler)?;
+                shared.push(key);
+            }
+        }
+        let owned: Vec<(String, String)> = map
+            .iter()
+            .filter(|(_, h)| h.plugin.file == file)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let old_digest = owned
+            .first()
+            .and_then(|k| map.get(k))
+            .map(|h| h.plugin.digest.clone());
+        for key in &owned {
+            map.remove(key);
+        }
+        let mut added = Vec::new();
+        let mut replaced = Vec::new();
+        for handler in handlers {
+            let key = (handler.plugin.module.clone(), handler.info.name.clone());
+            if shared.contains(&key) {
+                continue;
+            }
+            if owned.contains(&key) {
+                replaced.push(key.clone());
+            } else {
+                added.push(key.clone());
+            }
+            map.insert(key, handler);
+        }
+        let at = SystemTime::now();
+        drop(map);
+
+        let fmt_key = |(m, n): &(String, String)| format!("{m}:{n}");
+        let removed: Vec<String> = owned
+            .iter()
+            .filter(|k| !replaced.contains(k))
+            .map(fmt_key)
+            .collect();
+        let change = Change {
+            file: file.to_owned(),
+            old_digest,
+            new_digest: plugin.as_ref().map(|p| p.digest.clone()),
+            added: added.iter().map(fmt_key).collect(),
+            replaced: replaced.iter().map(fmt_key).collect(),
+            removed,
+            shared: shared.iter().map(fmt_key).collect(),
+            at,
+        };
+        if !change.is_empty() {
+            let short = |d: &Option<String>| {
+                d.as_deref()
+                    .map_or_else(|| "-".to_owned(), |d| d[..12.min(d.len())].to_owned())
+            };
+            tracing::info!(
+                file = %display_name(file),
+                old_digest = %short(&change.old_digest),
+                new_digest = %short(&change.new_digest),
+                added = ?change.added,
+                replaced = ?change.replaced,
+                removed = ?change.removed,
+                shared = ?change.shared,
+                "registry: plugin {}",
+                change.kind()
+            );
+        }
+        Ok(change)
     }
 
     /// The handler for `module:name`, if registered.
