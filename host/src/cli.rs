@@ -10,6 +10,7 @@ use crate::limits::Limits;
 use crate::plugin::{self, DirLoad};
 use crate::queue::{ActionResult, ActionStatus, Client, EnqueueRequest};
 use crate::registry::Registry;
+use crate::reload::{self, Announcer, ReloadConfig, Reloader};
 use crate::runtime::Runtime;
 use crate::sandbox::{self, Invocation};
 use crate::worker::{Worker, WorkerConfig};
@@ -77,6 +78,10 @@ enum Command {
         /// Fail due rows whose action no live host serves after this long.
         #[arg(long, value_parser = parse_duration, default_value = "5m")]
         unknown_after: Duration,
+        /// Load the plugin directory once; do not watch it for added,
+        /// replaced or removed files (see docs/reload.md).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Enqueue one action and print its id (with --wait, also its result).
     Enqueue {
@@ -125,6 +130,23 @@ enum Command {
     },
     /// Apply the schema migrations and exit.
     Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Measure hot reload: the time from a plugin file landing in the
+    /// watched directory to its new version serving, cold and from the
+    /// artifact cache (see docs/benchmarks.md).
+    BenchReload {
+        /// The `versioned` example plugin (built by
+        /// `cargo build --target wasm32-wasip2 --release` in examples/plugins).
+        #[arg(
+            long,
+            default_value = "examples/plugins/target/wasm32-wasip2/release/versioned.wasm"
+        )]
+        plugin: PathBuf,
+        /// Cold landings per phase (as many warm ones follow).
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -228,13 +250,22 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             shutdown_grace,
             lease,
             unknown_after,
+            no_watch,
         } => {
             let mut limits = Limits::from_env()?;
             limits.pool_instances = limits
                 .pool_instances
                 .max(u32::try_from(concurrency).unwrap_or(u32::MAX));
-            let (runtime, load, registry) = load_with(&plugins, limits).await?;
-            if registry.names().is_empty() && load.rejected.is_empty() {
+            let reload_config = ReloadConfig {
+                watch: !no_watch,
+                ..ReloadConfig::from_env(&DbConfig::from_env()?.state_dir)?
+            };
+            let loader = reload::loader_for(Runtime::new(limits)?, &reload_config);
+            let runtime = loader.runtime().clone();
+            let registry = Arc::new(Registry::new());
+            let reloader =
+                Reloader::start(loader, registry.clone(), &plugins, reload_config).await?;
+            if reloader.files().is_empty() {
                 tracing::warn!(
                     "no plugins in `{}`: serving nothing until some are added",
                     plugins.display()
@@ -249,14 +280,17 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 renew_every: lease / 3,
                 ..WorkerConfig::default()
             };
-            let worker = Worker::new(
-                runtime,
-                Arc::new(registry),
-                db.pool().clone(),
-                Worker::generate_host_id(),
-                config,
-            );
-            worker.run(shutdown_signal()).await?;
+            let host_id = Worker::generate_host_id();
+            // Reloads refresh the heartbeat and wake workers at once.
+            let announcer = Announcer::start(&reloader, db.pool().clone(), host_id.clone());
+            let worker = Worker::new(runtime, registry, db.pool().clone(), host_id, config);
+            worker
+                .run(async move {
+                    shutdown_signal().await;
+                    reloader.stop().await;
+                    announcer.stop().await;
+                })
+                .await?;
             db.close().await;
             Ok(std::process::ExitCode::SUCCESS)
         }
@@ -325,6 +359,21 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             let db = db.connect().await?;
             println!("migrations applied");
             db.close().await;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::BenchReload { plugin, rounds, db } => {
+            let database_url = db.database_url.clone();
+            let state_dir = DbConfig::from_env()?.state_dir;
+            let db = db.connect().await?;
+            let options = reload::bench::BenchOptions {
+                plugin,
+                rounds,
+                state_dir,
+                database_url,
+            };
+            let report = reload::bench::run(&db, &options).await;
+            db.close().await;
+            println!("{}", report?);
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -14,6 +14,9 @@
 //!   plugin imports, keep an `InstancePre`, ask it to `describe` itself.
 //! * [`registry`] — `module:name` → the plugin that serves it, with conflict
 //!   rules.
+//! * [`reload`] — hangs off the registry: watches the plugin directory and
+//!   swaps plugins in and out while the host serves, with a compiled-artifact
+//!   cache.
 //! * [`sandbox`] — run one action call in a fresh `Store` and instance under
 //!   the memory cap and CPU deadline, and turn every failure (error, trap,
 //!   timeout, memory exhaustion, panic) into an error payload.
@@ -32,6 +35,7 @@ pub mod limits;
 pub mod plugin;
 pub mod queue;
 pub mod registry;
+pub mod reload;
 pub mod runtime;
 pub mod sandbox;
 mod stdio;

@@ -7,7 +7,9 @@
 //!    and imports only what this host provides — WASI p2 and the
 //!    dependencies in [`crate::deps`]. Anything else is refused naming the
 //!    offending import;
-//! 3. **compile** with the shared engine, once (off the async executor);
+//! 3. **compile** with the shared engine, once (off the async executor) —
+//!    or, with a [`Loader`] that has an [`ArtifactCache`], load the artifact
+//!    this host compiled earlier for the same digest and engine;
 //! 4. **link** WASI (denying) plus exactly the dependencies the component
 //!    imports, and keep the resulting `InstancePre`;
 //! 5. **describe**: call `describe` in a throwaway instance under the
@@ -19,11 +21,14 @@
 
 use crate::bindings::{ActionInfo, PluginInfo, PluginWorldPre};
 use crate::deps;
+use crate::reload::cache::ArtifactCache;
 use crate::runtime::Runtime;
 use crate::sandbox::{self, HostState, Invocation};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use wasmtime::component::{Component, Linker};
 
 /// The cairn interface every plugin must export.
@@ -166,15 +171,13 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// Load one plugin file. See the module docs for the phases.
+/// Load one plugin file. See the module docs for the phases. Compiles
+/// without a cache; use a [`Loader`] to cache and count compilations.
 ///
 /// # Errors
 /// A [`LoadError`] naming the file, the phase and the reason.
 pub async fn load_file(runtime: &Runtime, path: &Path) -> Result<Plugin, LoadError> {
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|e| LoadError::new(path, Phase::Read, e.to_string()))?;
-    load_bytes(runtime, path, bytes).await
+    Loader::new(runtime.clone()).load_file(path).await
 }
 
 /// Load a plugin from bytes; `path` is used for messages and listings.
@@ -186,47 +189,171 @@ pub async fn load_bytes(
     path: &Path,
     bytes: Vec<u8>,
 ) -> Result<Plugin, LoadError> {
-    let digest = hex::encode(Sha256::digest(&bytes));
-    check_header(&bytes).map_err(|m| LoadError::new(path, Phase::Validate, m))?;
+    Loader::new(runtime.clone()).load_bytes(path, bytes).await
+}
 
-    let engine = runtime.engine().clone();
-    let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+/// How many times a [`Loader`] compiled, and how its cache did. Tests and
+/// the reload benchmark read it to tell a cold load from a warm one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadCounts {
+    /// Components compiled with Cranelift.
+    pub compiled: u64,
+    /// Components loaded from the artifact cache instead.
+    pub cache_hits: u64,
+    /// Cache entries that could not be loaded, deleted and recompiled.
+    pub cache_discarded: u64,
+}
+
+/// The counters behind [`LoadCounts`], shared with the compile tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) compiled: AtomicU64,
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) cache_discarded: AtomicU64,
+}
+
+/// Loads plugins on one runtime, optionally through an on-disk
+/// [`ArtifactCache`], and counts compilations. Cheap to clone (clones share
+/// the cache and the counters). `cairn serve` uses one with a cache so a
+/// restart (or a reload of a version it has seen) does not compile again;
+/// the free functions [`load_file`]/[`load_bytes`]/[`load_dir`] use one
+/// without, for one-shot commands.
+#[derive(Clone)]
+pub struct Loader {
+    runtime: Runtime,
+    cache: Option<Arc<ArtifactCache>>,
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for Loader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loader")
+            .field("cache", &self.cache)
+            .field("counts", &self.counts())
+            .finish()
+    }
+}
+
+impl Loader {
+    /// A loader that always compiles.
+    pub fn new(runtime: Runtime) -> Self {
+        Loader {
+            runtime,
+            cache: None,
+            counters: Arc::default(),
+        }
+    }
+
+    /// The same loader, loading and storing compiled artifacts in `cache`
+    /// (which must have been opened for this runtime's engine).
+    pub fn with_cache(mut self, cache: ArtifactCache) -> Self {
+        self.cache = Some(Arc::new(cache));
+        self
+    }
+
+    /// The runtime plugins are compiled for.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The artifact cache, if any.
+    pub fn cache(&self) -> Option<&ArtifactCache> {
+        self.cache.as_deref()
+    }
+
+    /// Compilations and cache use so far.
+    pub fn counts(&self) -> LoadCounts {
+        LoadCounts {
+            compiled: self.counters.compiled.load(Ordering::Relaxed),
+            cache_hits: self.counters.cache_hits.load(Ordering::Relaxed),
+            cache_discarded: self.counters.cache_discarded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Load one plugin file. See the module docs for the phases.
+    ///
+    /// # Errors
+    /// A [`LoadError`] naming the file, the phase and the reason.
+    pub async fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| LoadError::new(path, Phase::Read, e.to_string()))?;
+        self.load_bytes(path, bytes).await
+    }
+
+    /// Load a plugin from bytes; `path` is used for messages and listings.
+    ///
+    /// # Errors
+    /// As [`Loader::load_file`].
+    pub async fn load_bytes(&self, path: &Path, bytes: Vec<u8>) -> Result<Plugin, LoadError> {
+        let runtime = &self.runtime;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        check_header(&bytes).map_err(|m| LoadError::new(path, Phase::Validate, m))?;
+
+        let engine = runtime.engine().clone();
+        let cache = self.cache.clone();
+        let counters = self.counters.clone();
+        let key = digest.clone();
+        let component = tokio::task::spawn_blocking(move || match cache {
+            Some(cache) => cache.load_or_compile(&engine, &key, &bytes, &counters),
+            None => {
+                counters.compiled.fetch_add(1, Ordering::Relaxed);
+                Component::new(&engine, &bytes)
+            }
+        })
         .await
         .map_err(|e| LoadError::new(path, Phase::Compile, e.to_string()))?
         .map_err(|e| LoadError::new(path, Phase::Compile, sandbox::one_line(&e)))?;
 
-    let imports = check_imports_exports(runtime, &component)
-        .map_err(|m| LoadError::new(path, Phase::Validate, m))?;
+        let imports = check_imports_exports(runtime, &component)
+            .map_err(|m| LoadError::new(path, Phase::Validate, m))?;
 
-    let mut linker: Linker<HostState> = Linker::new(runtime.engine());
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-        .map_err(|e| LoadError::new(path, Phase::Link, sandbox::one_line(&e)))?;
-    for import in &imports {
-        if let Some(dep) = deps::find(import) {
-            (dep.add_to_linker)(&mut linker).map_err(|e| {
-                LoadError::new(
-                    path,
-                    Phase::Link,
-                    format!("linking `{}`: {}", dep.name, sandbox::one_line(&e)),
-                )
-            })?;
+        let mut linker: Linker<HostState> = Linker::new(runtime.engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| LoadError::new(path, Phase::Link, sandbox::one_line(&e)))?;
+        for import in &imports {
+            if let Some(dep) = deps::find(import) {
+                (dep.add_to_linker)(&mut linker).map_err(|e| {
+                    LoadError::new(
+                        path,
+                        Phase::Link,
+                        format!("linking `{}`: {}", dep.name, sandbox::one_line(&e)),
+                    )
+                })?;
+            }
         }
-    }
-    let instance_pre = linker
-        .instantiate_pre(&component)
-        .map_err(|e| LoadError::new(path, Phase::Link, sandbox::one_line(&e)))?;
-    let pre = PluginWorldPre::new(instance_pre)
-        .map_err(|e| LoadError::new(path, Phase::Link, sandbox::one_line(&e)))?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::new(path, Phase::Link, sandbox::one_line(&e)))?;
+        let pre = PluginWorldPre::new(instance_pre)
+            .map_err(|e| LoadError::new(path, Phase::Link, sandbox::one_line(&e)))?;
 
-    let info = describe(runtime, &pre, path).await?;
-    Ok(Plugin {
-        file: path.to_owned(),
-        digest,
-        module: info.module,
-        actions: info.actions,
-        imports,
-        pre,
-    })
+        let info = describe(runtime, &pre, path).await?;
+        Ok(Plugin {
+            file: path.to_owned(),
+            digest,
+            module: info.module,
+            actions: info.actions,
+            imports,
+            pre,
+        })
+    }
+
+    /// Load every `*.wasm` file in `dir` (not recursive), in file-name order.
+    ///
+    /// # Errors
+    /// Only when the directory itself cannot be read; bad files end up in
+    /// [`DirLoad::rejected`].
+    pub async fn load_dir(&self, dir: &Path) -> anyhow::Result<DirLoad> {
+        let mut out = DirLoad::default();
+        for file in wasm_files(dir).await? {
+            match self.load_file(&file).await {
+                Ok(plugin) => out.plugins.push(plugin),
+                Err(err) => out.rejected.push(err),
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Distinguish "not wasm" and "core module" from a component up front: the
@@ -335,29 +462,37 @@ pub struct DirLoad {
     pub rejected: Vec<LoadError>,
 }
 
-/// Load every `*.wasm` file in `dir` (not recursive), in file-name order.
+/// Load every `*.wasm` file in `dir` (not recursive), in file-name order,
+/// compiling each (no cache).
 ///
 /// # Errors
 /// Only when the directory itself cannot be read; bad files end up in
 /// [`DirLoad::rejected`].
 pub async fn load_dir(runtime: &Runtime, dir: &Path) -> anyhow::Result<DirLoad> {
+    Loader::new(runtime.clone()).load_dir(dir).await
+}
+
+/// Whether `path` names a plugin file: `*.wasm`. The loader and the reload
+/// watcher agree on this one rule.
+pub fn is_plugin_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "wasm")
+}
+
+/// The plugin files in `dir` (not recursive), sorted by name.
+///
+/// # Errors
+/// When the directory cannot be read.
+pub async fn wasm_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut entries = tokio::fs::read_dir(dir)
         .await
         .map_err(|e| anyhow::anyhow!("plugin directory `{}` cannot be read: {e}", dir.display()))?;
     while let Some(entry) = entries.next_entry().await? {
         let path = entry.path();
-        if path.extension().is_some_and(|e| e == "wasm") && entry.file_type().await?.is_file() {
+        if is_plugin_file(&path) && entry.file_type().await?.is_file() {
             files.push(path);
         }
     }
     files.sort();
-    let mut out = DirLoad::default();
-    for file in files {
-        match load_file(runtime, &file).await {
-            Ok(plugin) => out.plugins.push(plugin),
-            Err(err) => out.rejected.push(err),
-        }
-    }
-    Ok(out)
+    Ok(files)
 }
