@@ -7,6 +7,7 @@ mod embedded;
 mod pg;
 mod queue;
 mod registry;
+mod reload;
 mod sandbox;
 mod sql_api;
 mod support;

@@ -1,0 +1,1278 @@
+//! Hot reload end to end: a [`Reloader`] watching a real directory (inotify),
+//! real components (the `versioned` example, whose version number the tests
+//! patch into its data section), a real worker on a fresh PostgreSQL
+//! database, and the artifact cache on disk.
+//!
+//! Every wait is bounded: a test that would hang fails naming what it
+//! waited for. Files land the way operators should land them (written in a
+//! staging directory, then renamed in) unless the test is about in-place
+//! writes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use cairn::plugin::{LoadCounts, Loader, Phase};
+use cairn::queue::{ActionStatus, Client, EnqueueRequest};
+use cairn::registry::{Change, Registry};
+use cairn::reload::bench::{result_version, with_version};
+use cairn::reload::{self, Announcer, ArtifactCache, Outcome, ReloadConfig, ReloadEvent, Reloader};
+use cairn::sandbox::Invocation;
+use cairn::worker::{Worker, WorkerConfig};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::pg::{fresh_db, TestDb};
+use crate::support::{cairn, plugin_dir, runtime, wasm};
+
+/// Generous bound for anything that should take well under a second: the
+/// machine may be busy with other tests (2 cores).
+const SOON: Duration = Duration::from_secs(20);
+
+/// Bound on a whole test.
+const TEST_LIMIT: Duration = Duration::from_secs(180);
+
+/// How often the tests look at the database while waiting.
+const PROBE_EVERY: Duration = Duration::from_millis(20);
+
+// ---------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------
+
+/// The `versioned` plugin carrying `version`.
+fn versioned(version: u32) -> Result<Vec<u8>> {
+    with_version(&std::fs::read(wasm("versioned"))?, version)
+}
+
+fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Reload settings for tests: the defaults, a cache of the test's own.
+fn config(state: &Path) -> ReloadConfig {
+    ReloadConfig::new(state)
+}
+
+/// A worker whose intervals let a test see its behaviour within a second;
+/// the periodic heartbeat is slow on purpose, so that a test seeing the
+/// served keys change quickly shows the [`Announcer`] did it.
+fn worker_config() -> WorkerConfig {
+    WorkerConfig {
+        concurrency: 16,
+        poll_interval: Duration::from_millis(50),
+        heartbeat_every: Duration::from_secs(120),
+        shutdown_grace: Duration::from_secs(5),
+        ..WorkerConfig::default()
+    }
+}
+
+/// Run `body` with the test time limit.
+async fn bounded<F: std::future::Future<Output = Result<()>>>(body: F) -> Result<()> {
+    tokio::time::timeout(TEST_LIMIT, body)
+        .await
+        .map_err(|_| anyhow!("test did not finish within {TEST_LIMIT:?}"))?
+}
+
+/// A plugin directory watched by a [`Reloader`], optionally served by an
+/// in-process worker on a fresh database.
+struct Host {
+    dir: tempfile::TempDir,
+    staging: tempfile::TempDir,
+    _state: tempfile::TempDir,
+    registry: Arc<Registry>,
+    reloader: Option<Reloader>,
+    events: broadcast::Receiver<ReloadEvent>,
+    served: Option<Served>,
+}
+
+/// The database side of a [`Host`].
+struct Served {
+    db: TestDb,
+    client: Client,
+    host_id: String,
+    announcer: Option<Announcer>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<()>>>,
+}
+
+impl Host {
+    /// Start a reloader on a directory holding `files`, with `config`
+    /// adjusted by `tune`; with a worker and announcer if `serve`.
+    async fn start_with(
+        files: &[(&str, Vec<u8>)],
+        serve: bool,
+        tune: impl FnOnce(&mut ReloadConfig),
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let staging = tempfile::tempdir()?;
+        let state = tempfile::tempdir()?;
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes)?;
+        }
+        let mut config = config(state.path());
+        tune(&mut config);
+        let loader = reload::loader_for(runtime(), &config);
+        ensure!(loader.cache().is_some(), "the test cache did not open");
+        let runtime = loader.runtime().clone();
+        let registry = Arc::new(Registry::new());
+        let reloader = Reloader::start(loader, registry.clone(), dir.path(), config).await?;
+        let events = reloader.subscribe();
+        let served = if serve {
+            static N: AtomicU64 = AtomicU64::new(0);
+            let db = fresh_db().await?;
+            let host_id = format!("reload-test-{}", N.fetch_add(1, Ordering::Relaxed));
+            let announcer = Announcer::start(&reloader, db.pool.clone(), host_id.clone());
+            let worker = Worker::new(
+                runtime,
+                registry.clone(),
+                db.pool.clone(),
+                host_id.clone(),
+                worker_config(),
+            );
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(worker.run(async move {
+                let _ = stopped.await;
+            }));
+            let client = Client::new(db.pool.clone());
+            let served = Served {
+                db,
+                client,
+                host_id,
+                announcer: Some(announcer),
+                stop: Some(stop),
+                task: Some(task),
+            };
+            until("the worker's heartbeat", SOON, || async {
+                let up: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM cairn.hosts WHERE host_id = $1)",
+                )
+                .bind(&served.host_id)
+                .fetch_one(&served.db.pool)
+                .await?;
+                Ok(up.then_some(()))
+            })
+            .await?;
+            Some(served)
+        } else {
+            None
+        };
+        Ok(Host {
+            dir,
+            staging,
+            _state: state,
+            registry,
+            reloader: Some(reloader),
+            events,
+            served,
+        })
+    }
+
+    async fn start(files: &[(&str, Vec<u8>)], serve: bool) -> Result<Self> {
+        Self::start_with(files, serve, |_| {}).await
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn reloader(&self) -> &Reloader {
+        self.reloader.as_ref().expect("running")
+    }
+
+    fn served(&self) -> &Served {
+        self.served.as_ref().expect("started with serve = true")
+    }
+
+    /// Write `bytes` in the staging directory, then rename them in as
+    /// `name` (atomic: the recommended way).
+    fn land(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let staged = self.staging.path().join(name);
+        std::fs::write(&staged, bytes)?;
+        std::fs::rename(&staged, self.path(name))?;
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        Ok(std::fs::remove_file(self.path(name))?)
+    }
+
+    /// The next event for file `name` that `pick` accepts (others are
+    /// skipped), within [`SOON`].
+    async fn next<T>(
+        &mut self,
+        name: &str,
+        what: &str,
+        mut pick: impl FnMut(&Outcome) -> Option<T>,
+    ) -> Result<T> {
+        let deadline = tokio::time::Instant::now() + SOON;
+        let path = self.path(name);
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .map_err(|_| anyhow!("no {what} event for `{name}` within {SOON:?}"))??;
+            if event.file == path {
+                if let Some(found) = pick(&event.outcome) {
+                    return Ok(found);
+                }
+            }
+        }
+    }
+
+    /// Wait until `name` serves the content with `digest`.
+    async fn applied(&mut self, name: &str, digest: &str) -> Result<Change> {
+        self.next(name, "applied", |o| match o {
+            Outcome::Applied(c) if c.new_digest.as_deref() == Some(digest) => Some(c.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Wait until `name` is removed from the registry.
+    async fn removed(&mut self, name: &str) -> Result<Change> {
+        self.next(name, "removal", |o| match o {
+            Outcome::Applied(c) if c.new_digest.is_none() => Some(c.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Wait until `name`'s latest content is refused; returns the phase, the
+    /// message and the digest that keeps serving.
+    async fn rejected(&mut self, name: &str) -> Result<(Phase, String, Option<String>)> {
+        self.next(name, "rejection", |o| match o {
+            Outcome::Rejected { error, serving, .. } => {
+                Some((error.phase, error.to_string(), serving.clone()))
+            }
+            Outcome::Applied(c) => panic!("expected a rejection, got {c:?}"),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The digest and file serving `module:name`, if any.
+    fn serving(&self, key: &str) -> Option<(String, String)> {
+        let (module, name) = key.split_once(':').expect("module:name");
+        self.registry
+            .get(module, name)
+            .map(|h| (h.plugin.digest.clone(), h.plugin.file_name()))
+    }
+
+    /// Run `versioned:version` on whatever the registry serves now, without
+    /// the queue.
+    async fn invoke_version(&self) -> Result<u32> {
+        let handler = self
+            .registry
+            .get("versioned", "version")
+            .context("versioned:version is not served")?;
+        let invocation = Invocation {
+            action_id: "test".into(),
+            attempt: 1,
+            timeout: Duration::from_secs(10),
+        };
+        let out = handler
+            .plugin
+            .invoke(
+                self.reloader().loader().runtime(),
+                "version",
+                Vec::new(),
+                &invocation,
+            )
+            .await
+            .map_err(|f| anyhow!("invoke failed: {f}"))?;
+        result_version(&out)
+    }
+
+    async fn stop(mut self) -> Result<()> {
+        if let Some(mut served) = self.served.take() {
+            if let Some(stop) = served.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(task) = served.task.take() {
+                tokio::time::timeout(SOON, task)
+                    .await
+                    .map_err(|_| anyhow!("the worker did not stop"))???;
+            }
+            if let Some(announcer) = served.announcer.take() {
+                announcer.stop().await;
+            }
+        }
+        if let Some(reloader) = self.reloader.take() {
+            reloader.stop().await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl Served {
+    /// Enqueue `versioned:<action>` with JSON keyword arguments.
+    async fn enqueue(&self, action: &str, args: serde_json::Value) -> Result<i64> {
+        let args = cairn_payload::json::json_to_arguments(&args).map_err(|e| anyhow!("{e}"))?;
+        self.client
+            .enqueue(&EnqueueRequest::new("versioned", action).args(&args))
+            .await
+    }
+
+    /// Wait for row `id` to succeed; returns (version, attempts).
+    async fn version_of(&self, id: i64) -> Result<(u32, u32)> {
+        let row = self.client.wait(id, SOON).await?;
+        ensure!(
+            row.status == ActionStatus::Succeeded,
+            "row {id} is {} after {} attempt(s)",
+            row.status,
+            row.attempts
+        );
+        Ok((
+            result_version(row.result.as_deref().unwrap_or_default())?,
+            row.attempts,
+        ))
+    }
+
+    async fn status(&self, id: i64) -> Result<(ActionStatus, u32)> {
+        let row = self.client.result(id).await?.context("row vanished")?;
+        Ok((row.status, row.attempts))
+    }
+
+    /// The keys this host's heartbeat row lists.
+    async fn host_keys(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT actions FROM cairn.hosts WHERE host_id = $1")
+                .bind(&self.host_id)
+                .fetch_optional(&self.db.pool)
+                .await?
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// Polls `probe` every [`PROBE_EVERY`] until it yields a value, or fails
+/// after `limit` naming `what` it waited for.
+async fn until<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await? {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The versioned fixture
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn patched_versioned_plugin_returns_the_patched_version() -> Result<()> {
+    bounded(async {
+        let template = std::fs::read(wasm("versioned"))?;
+        let v7 = with_version(&template, 7)?;
+        ensure!(v7.len() == template.len() && digest(&v7) != digest(&template));
+        ensure!(
+            with_version(&v7, 1)? == template,
+            "patching is not reversible"
+        );
+        ensure!(with_version(b"no marker here", 1).is_err());
+        let host = Host::start(&[("versioned.wasm", v7)], false).await?;
+        ensure!(
+            host.invoke_version().await? == 7,
+            "the patch did not change the result"
+        );
+        host.stop().await
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Adding, replacing, removing while serving
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn plugin_added_while_serving_runs_its_waiting_action() -> Result<()> {
+    bounded(async {
+        let mut host = Host::start(&[], true).await?;
+        let served = host.served();
+        let id = served.enqueue("version", serde_json::json!({})).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ensure!(
+            served.status(id).await? == (ActionStatus::Queued, 0),
+            "a row for an action nobody serves must stay queued"
+        );
+
+        let v3 = versioned(3)?;
+        host.land("versioned.wasm", &v3)?;
+        let change = host.applied("versioned.wasm", &digest(&v3)).await?;
+        ensure!(
+            change.added == ["versioned:slow_version", "versioned:version"]
+                && change.old_digest.is_none(),
+            "{change:?}"
+        );
+        let served = host.served();
+        ensure!(served.version_of(id).await? == (3, 1));
+        // The announcer refreshed the heartbeat (the periodic one is 2 min).
+        until("the heartbeat to list versioned:version", SOON, || async {
+            Ok(served
+                .host_keys()
+                .await?
+                .contains(&"versioned:version".to_owned())
+                .then_some(()))
+        })
+        .await?;
+        host.stop().await
+    })
+    .await
+}
+
+/// The load test: 2,000 actions enqueued while the file is replaced
+/// 20 times. Every action completes exactly once, on its first attempt, and
+/// returns a version that was live when its row was claimed.
+#[tokio::test]
+async fn replacing_under_load_runs_every_action_once_on_a_version_live_at_claim() -> Result<()> {
+    const ACTIONS: usize = 2_000;
+    const BATCH: usize = 20;
+    const REPLACEMENTS: u32 = 20;
+    bounded(async {
+        let mut host = Host::start(&[("versioned.wasm", versioned(1)?)], true).await?;
+        let pool = host.served().db.pool.clone();
+
+        // Enqueue in small paced batches while the swaps happen, keeping
+        // pace with them (an equal share of the rows per version) so that
+        // every version meets load, whatever the machine's compile speed.
+        let client = host.served().client.clone();
+        let (swapped, mut swaps) = tokio::sync::watch::channel(0usize);
+        let enqueuer = tokio::spawn(async move {
+            let versions = REPLACEMENTS as usize + 1;
+            let mut ids = Vec::with_capacity(ACTIONS);
+            while ids.len() < ACTIONS {
+                let quota = ACTIONS * (*swaps.borrow() + 1) / versions;
+                if ids.len() >= quota {
+                    swaps.changed().await?;
+                    continue;
+                }
+                let batch: Vec<_> = (0..BATCH)
+                    .map(|_| EnqueueRequest::new("versioned", "version"))
+                    .collect();
+                ids.extend(client.enqueue_many(&batch).await?);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            anyhow::Ok(ids)
+        });
+
+        // Version 1 has served since before the test's clock started.
+        let mut live_from: BTreeMap<u32, SystemTime> = BTreeMap::new();
+        live_from.insert(1, SystemTime::UNIX_EPOCH);
+        for version in 2..=REPLACEMENTS + 1 {
+            let bytes = versioned(version)?;
+            host.land("versioned.wasm", &bytes)?;
+            let change = host.applied("versioned.wasm", &digest(&bytes)).await?;
+            ensure!(
+                change.replaced == ["versioned:slow_version", "versioned:version"],
+                "{change:?}"
+            );
+            live_from.insert(version, change.at);
+            swapped.send_replace(version as usize - 1);
+        }
+        let ids = enqueuer.await??;
+        ensure!(ids.len() == ACTIONS);
+
+        until("every row to finish", Duration::from_secs(120), || async {
+            let done: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM cairn.actions WHERE status IN ('succeeded', 'failed', 'cancelled')",
+            )
+            .fetch_one(&pool)
+            .await?;
+            Ok((done as usize >= ACTIONS).then_some(()))
+        })
+        .await?;
+
+        let rows = sqlx::query(
+            "SELECT id, status, attempts, started_at, result FROM cairn.actions ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await?;
+        ensure!(rows.len() == ACTIONS, "{} rows", rows.len());
+        let until_of = |v: u32| live_from.get(&(v + 1)).copied();
+        // A claim snapshots the registry a database round trip before the
+        // claim statement stamps `started_at`: allow that much after a
+        // version stopped being live.
+        let slack = chrono::Duration::milliseconds(500);
+        let mut per_version: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut worst_gap = chrono::Duration::zero();
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            let status: String = row.try_get("status")?;
+            let attempts: i32 = row.try_get("attempts")?;
+            ensure!(
+                status == "succeeded" && attempts == 1,
+                "row {id}: {status} after {attempts} attempts"
+            );
+            let started: DateTime<Utc> = row.try_get("started_at")?;
+            let result: Vec<u8> = row.try_get("result")?;
+            let version = result_version(&result)?;
+            let from: DateTime<Utc> = (*live_from
+                .get(&version)
+                .with_context(|| format!("row {id} ran unknown version {version}"))?)
+            .into();
+            ensure!(
+                started >= from - chrono::Duration::milliseconds(1),
+                "row {id} was claimed at {started} but returned version {version}, live only from {from}"
+            );
+            if let Some(to) = until_of(version) {
+                let to: DateTime<Utc> = to.into();
+                worst_gap = worst_gap.max(started - to);
+                ensure!(
+                    started <= to + slack,
+                    "row {id} was claimed at {started} but returned version {version}, replaced at {to}"
+                );
+            }
+            *per_version.entry(version).or_default() += 1;
+        }
+        ensure!(
+            per_version.len() >= 10,
+            "the swaps did not overlap the load: rows per version {per_version:?}"
+        );
+        eprintln!(
+            "rows per version: {per_version:?}; latest claim after its version was replaced: {} ms",
+            worst_gap.num_milliseconds()
+        );
+        host.stop().await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn bad_replacement_is_rejected_and_the_previous_version_keeps_serving() -> Result<()> {
+    bounded(async {
+        let v1 = versioned(1)?;
+        let mut host = Host::start(&[("versioned.wasm", v1.clone())], true).await?;
+        let good = digest(&v1);
+        let stranger = std::fs::read(wasm("stranger"))?;
+        // An empty component: valid, but not the cairn world.
+        let empty_component = b"\0asm\x0d\0\x01\0".to_vec();
+        let core_module = b"\0asm\x01\0\0\0".to_vec();
+        let cases: [(&str, Vec<u8>, Phase, &str); 4] = [
+            (
+                "not wasm",
+                b"#!/bin/sh\necho hi\n".to_vec(),
+                Phase::Validate,
+                "not a WebAssembly file",
+            ),
+            (
+                "core module",
+                core_module,
+                Phase::Validate,
+                "not a component",
+            ),
+            (
+                "wrong world",
+                empty_component,
+                Phase::Validate,
+                "does not export `cairn:plugin/plugin",
+            ),
+            (
+                "refused import",
+                stranger,
+                Phase::Validate,
+                "evil:extra/telepathy",
+            ),
+        ];
+        for (what, bytes, phase, why) in cases {
+            host.land("versioned.wasm", &bytes)?;
+            let (got_phase, message, serving) = host.rejected("versioned.wasm").await?;
+            ensure!(
+                got_phase == phase && message.contains(why) && message.contains("versioned.wasm"),
+                "{what}: {got_phase}: {message}"
+            );
+            ensure!(
+                serving.as_deref() == Some(good.as_str()),
+                "{what}: serving {serving:?}"
+            );
+            ensure!(
+                host.serving("versioned:version").map(|s| s.0) == Some(good.clone()),
+                "{what}: the registry changed"
+            );
+            let status = host.reloader().files();
+            let file = status
+                .iter()
+                .find(|f| f.file == host.path("versioned.wasm"))
+                .context("no status")?;
+            let rejection = file.rejected.as_ref().context("rejection not reported")?;
+            ensure!(
+                rejection.error.message.contains(why) && !rejection.waiting,
+                "{what}: {rejection:?}"
+            );
+            ensure!(file.serving.as_ref().map(|p| p.digest.clone()) == Some(good.clone()));
+            let id = host
+                .served()
+                .enqueue("version", serde_json::json!({}))
+                .await?;
+            ensure!(
+                host.served().version_of(id).await? == (1, 1),
+                "{what}: old version not serving"
+            );
+
+            // `cairn plugins` loads the directory itself and shows why.
+            let out = cairn()
+                .arg("plugins")
+                .arg("--plugins")
+                .arg(host.dir.path())
+                .output()?;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            ensure!(
+                stdout.contains("REJECTED versioned.wasm: (validate)") && stdout.contains(why),
+                "{what}: cairn plugins printed:\n{stdout}"
+            );
+        }
+
+        // A good version after the bad ones swaps in and clears the report.
+        let v2 = versioned(2)?;
+        host.land("versioned.wasm", &v2)?;
+        let change = host.applied("versioned.wasm", &digest(&v2)).await?;
+        ensure!(
+            change.old_digest.as_deref() == Some(good.as_str()),
+            "{change:?}"
+        );
+        ensure!(host.reloader().files().iter().all(|f| f.rejected.is_none()));
+        let id = host
+            .served()
+            .enqueue("version", serde_json::json!({}))
+            .await?;
+        ensure!(host.served().version_of(id).await? == (2, 1));
+        host.stop().await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn removed_plugin_leaves_its_rows_queued_until_it_is_added_again() -> Result<()> {
+    bounded(async {
+        let mut host = Host::start(&[("versioned.wasm", versioned(1)?)], true).await?;
+        host.remove("versioned.wasm")?;
+        let change = host.removed("versioned.wasm").await?;
+        ensure!(
+            change.removed == ["versioned:slow_version", "versioned:version"],
+            "{change:?}"
+        );
+        ensure!(host.registry.names().is_empty());
+        ensure!(
+            host.reloader().files().is_empty(),
+            "a removed file is forgotten"
+        );
+        let served = host.served();
+        until("the heartbeat to drop versioned:version", SOON, || async {
+            Ok(served.host_keys().await?.is_empty().then_some(()))
+        })
+        .await?;
+
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(served.enqueue("version", serde_json::json!({})).await?);
+        }
+        // Twenty polls of the worker: nothing claims them, nothing fails them.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for &id in &ids {
+            ensure!(
+                served.status(id).await? == (ActionStatus::Queued, 0),
+                "row {id}"
+            );
+        }
+
+        let v2 = versioned(2)?;
+        host.land("versioned.wasm", &v2)?;
+        host.applied("versioned.wasm", &digest(&v2)).await?;
+        for &id in &ids {
+            ensure!(host.served().version_of(id).await? == (2, 1), "row {id}");
+        }
+        host.stop().await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn in_flight_action_finishes_on_the_version_it_started_on() -> Result<()> {
+    bounded(async {
+        let mut host = Host::start(&[("versioned.wasm", versioned(1)?)], true).await?;
+        let slow = host
+            .served()
+            .enqueue("slow_version", serde_json::json!({ "ms": 3000 }))
+            .await?;
+        let served = host.served();
+        until("the slow row to run", SOON, || async {
+            Ok((served.status(slow).await?.0 == ActionStatus::Running).then_some(()))
+        })
+        .await?;
+
+        let v2 = versioned(2)?;
+        host.land("versioned.wasm", &v2)?;
+        host.applied("versioned.wasm", &digest(&v2)).await?;
+        let fresh = host
+            .served()
+            .enqueue("version", serde_json::json!({}))
+            .await?;
+        ensure!(
+            host.served().version_of(fresh).await? == (2, 1),
+            "new claims run v2"
+        );
+        ensure!(
+            host.served().status(slow).await?.0 == ActionStatus::Running,
+            "the slow row should still be running on v1 (make it slower?)"
+        );
+        ensure!(
+            host.served().version_of(slow).await? == (1, 1),
+            "the in-flight row must finish on v1"
+        );
+        host.stop().await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn touching_a_plugin_does_not_reload_it() -> Result<()> {
+    bounded(async {
+        let v1 = versioned(1)?;
+        let mut host = Host::start(&[("versioned.wasm", v1.clone())], false).await?;
+        let before = host
+            .registry
+            .get("versioned", "version")
+            .context("not served")?;
+        let compiled = host.reloader().loader().counts().compiled;
+
+        let file = std::fs::File::options()
+            .write(true)
+            .open(host.path("versioned.wasm"))?;
+        file.set_modified(SystemTime::now() + Duration::from_secs(5))?;
+        drop(file);
+        let unchanged = host
+            .next("versioned.wasm", "unchanged", |o| match o {
+                Outcome::Unchanged { digest } => Some(digest.clone()),
+                Outcome::Applied(c) => panic!("a touch reloaded: {c:?}"),
+                _ => None,
+            })
+            .await?;
+        ensure!(unchanged == digest(&v1));
+        // Identical bytes renamed in: also no reload.
+        host.land("versioned.wasm", &v1)?;
+        host.next("versioned.wasm", "unchanged", |o| match o {
+            Outcome::Unchanged { .. } => Some(()),
+            Outcome::Applied(c) => panic!("identical bytes reloaded: {c:?}"),
+            _ => None,
+        })
+        .await?;
+
+        let after = host
+            .registry
+            .get("versioned", "version")
+            .context("not served")?;
+        ensure!(Arc::ptr_eq(&before, &after), "the handler was replaced");
+        ensure!(host.reloader().loader().counts().compiled == compiled);
+        host.stop().await
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Partial files
+// ---------------------------------------------------------------------------
+
+/// Write `bytes` into `path` in place, in `chunks` pieces with `pause`
+/// between them (a slow writer), on a blocking thread.
+async fn write_slowly(path: PathBuf, bytes: Vec<u8>, chunks: usize, pause: Duration) -> Result<()> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&path)?;
+        let size = bytes.len().div_ceil(chunks);
+        for chunk in bytes.chunks(size) {
+            file.write_all(chunk)?;
+            file.flush()?;
+            std::thread::sleep(pause);
+        }
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+/// Collect the events for `name` until it serves `digest`; fail if any of
+/// them was a rejection (a partial file was loaded).
+async fn applied_without_rejection(host: &mut Host, name: &str, digest: &str) -> Result<()> {
+    let mut rejections = Vec::new();
+    host.next(name, "applied", |o| match o {
+        Outcome::Applied(c) if c.new_digest.as_deref() == Some(digest) => Some(()),
+        Outcome::Rejected { error, .. } => {
+            rejections.push(error.to_string());
+            None
+        }
+        _ => None,
+    })
+    .await?;
+    ensure!(
+        rejections.is_empty(),
+        "a partial file was loaded: {rejections:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn file_written_in_place_in_bursts_is_loaded_once_complete() -> Result<()> {
+    bounded(async {
+        // Pauses well inside the quiet period: one load, of the whole file.
+        let mut host =
+            Host::start_with(&[], false, |c| c.quiet = Duration::from_millis(400)).await?;
+        let v5 = versioned(5)?;
+        write_slowly(
+            host.path("versioned.wasm"),
+            v5.clone(),
+            10,
+            Duration::from_millis(10),
+        )
+        .await?;
+        applied_without_rejection(&mut host, "versioned.wasm", &digest(&v5)).await?;
+        ensure!(
+            host.reloader().loader().counts().compiled == 1,
+            "loaded more than once"
+        );
+        ensure!(host.invoke_version().await? == 5);
+        host.stop().await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn file_that_changes_during_the_settle_interval_is_read_again() -> Result<()> {
+    bounded(async {
+        // The writer pauses longer than the quiet period but shorter than
+        // the settle interval: the first read is partial, the stat check
+        // after settling sees the change, and the file is read again.
+        let mut host = Host::start_with(&[], false, |c| {
+            c.quiet = Duration::from_millis(30);
+            c.settle = Duration::from_millis(600);
+        })
+        .await?;
+        let v6 = versioned(6)?;
+        write_slowly(
+            host.path("versioned.wasm"),
+            v6.clone(),
+            2,
+            Duration::from_millis(200),
+        )
+        .await?;
+        applied_without_rejection(&mut host, "versioned.wasm", &digest(&v6)).await?;
+        ensure!(host.invoke_version().await? == 6);
+        host.stop().await
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Moving an action between files
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn moving_an_action_by_remove_then_add_serves_it_from_the_new_file() -> Result<()> {
+    bounded(async {
+        let mut host = Host::start(&[("a.wasm", versioned(1)?)], false).await?;
+        host.remove("a.wasm")?;
+        host.removed("a.wasm").await?;
+        ensure!(host.serving("versioned:version").is_none());
+        let v2 = versioned(2)?;
+        host.land("b.wasm", &v2)?;
+        let change = host.applied("b.wasm", &digest(&v2)).await?;
+        ensure!(change.added.len() == 2, "{change:?}");
+        ensure!(host.serving("versioned:version") == Some((digest(&v2), "b.wasm".into())));
+        ensure!(host.invoke_version().await? == 2);
+        host.stop().await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn moving_an_action_by_add_then_remove_waits_then_serves_it_from_the_new_file() -> Result<()>
+{
+    bounded(async {
+        let v1 = versioned(1)?;
+        let mut host = Host::start(&[("a.wasm", v1.clone())], false).await?;
+        let v2 = versioned(2)?;
+        host.land("b.wasm", &v2)?;
+        let (phase, message, _) = host.rejected("b.wasm").await?;
+        ensure!(
+            phase == Phase::Register
+                && message.contains("a.wasm")
+                && message.contains("`versioned:"),
+            "{phase}: {message}"
+        );
+        ensure!(host.serving("versioned:version") == Some((digest(&v1), "a.wasm".into())));
+        let waiting = host.reloader().files();
+        let b = waiting
+            .iter()
+            .find(|f| f.file == host.path("b.wasm"))
+            .context("b unknown")?;
+        ensure!(b.rejected.as_ref().is_some_and(|r| r.waiting), "{b:?}");
+
+        host.remove("a.wasm")?;
+        host.removed("a.wasm").await?;
+        // b is retried because another file went away.
+        host.applied("b.wasm", &digest(&v2)).await?;
+        ensure!(host.serving("versioned:version") == Some((digest(&v2), "b.wasm".into())));
+        ensure!(host.reloader().files().iter().all(|f| f.rejected.is_none()));
+        ensure!(host.invoke_version().await? == 2);
+        host.stop().await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn renaming_a_plugin_file_moves_its_actions_to_the_new_name() -> Result<()> {
+    bounded(async {
+        let v1 = versioned(1)?;
+        let host = Host::start(&[("a.wasm", v1.clone())], false).await?;
+        std::fs::rename(host.path("a.wasm"), host.path("b.wasm"))?;
+        until("b.wasm to own the actions", SOON, || async {
+            Ok(
+                (host.serving("versioned:version") == Some((digest(&v1), "b.wasm".into())))
+                    .then_some(()),
+            )
+        })
+        .await?;
+        ensure!(host.registry.names().len() == 2);
+        // Same digest: the artifact came from the cache.
+        ensure!(
+            host.reloader().loader().counts().compiled == 1,
+            "{:?}",
+            host.reloader().loader().counts()
+        );
+        host.stop().await
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// The artifact cache
+// ---------------------------------------------------------------------------
+
+/// Load `dir` once without watching, with the cache under `state`; return
+/// the counts and the registry.
+async fn load_once(dir: &Path, state: &Path) -> Result<(LoadCounts, Arc<Registry>, Loader)> {
+    let config = ReloadConfig {
+        watch: false,
+        ..config(state)
+    };
+    let loader = reload::loader_for(runtime(), &config);
+    ensure!(loader.cache().is_some(), "the cache did not open");
+    let registry = Arc::new(Registry::new());
+    let reloader = Reloader::start(loader.clone(), registry.clone(), dir, config).await?;
+    ensure!(
+        reloader.files().iter().all(|f| f.rejected.is_none()),
+        "rejected: {:?}",
+        reloader.files()
+    );
+    reloader.stop().await;
+    Ok((loader.counts(), registry, loader))
+}
+
+#[tokio::test]
+async fn restart_with_a_warm_cache_loads_without_compiling() -> Result<()> {
+    bounded(async {
+        let plugins = plugin_dir(&["greet", "math", "noop"]);
+        std::fs::write(plugins.path().join("versioned.wasm"), versioned(4)?)?;
+        let state = tempfile::tempdir()?;
+
+        let (cold, first, _) = load_once(plugins.path(), state.path()).await?;
+        ensure!(
+            cold == LoadCounts {
+                compiled: 4,
+                cache_hits: 0,
+                cache_discarded: 0
+            },
+            "first start: {cold:?}"
+        );
+        // A new runtime and loader: what a restarted host has.
+        let (warm, second, loader) = load_once(plugins.path(), state.path()).await?;
+        ensure!(
+            warm == LoadCounts {
+                compiled: 0,
+                cache_hits: 4,
+                cache_discarded: 0
+            },
+            "restart: {warm:?}"
+        );
+        ensure!(first.names() == second.names());
+        let handler = second.get("versioned", "version").context("not served")?;
+        let out = handler
+            .plugin
+            .invoke(
+                loader.runtime(),
+                "version",
+                Vec::new(),
+                &Invocation {
+                    action_id: "t".into(),
+                    attempt: 1,
+                    timeout: Duration::from_secs(10),
+                },
+            )
+            .await
+            .map_err(|f| anyhow!("{f}"))?;
+        ensure!(
+            result_version(&out)? == 4,
+            "the cached artifact runs the right code"
+        );
+
+        // The layout: <state>/cache/<engine hash>/<digest>.cwasm, private.
+        use std::os::unix::fs::PermissionsExt;
+        let cache = loader.cache().context("no cache")?;
+        ensure!(cache.dir().parent() == Some(state.path().join("cache").as_path()));
+        for dir in [state.path().join("cache"), cache.dir().to_owned()] {
+            let mode = std::fs::metadata(&dir)?.permissions().mode() & 0o777;
+            ensure!(mode == 0o700, "{} has mode {mode:o}", dir.display());
+        }
+        let entry = cache.entry(&handler.plugin.digest);
+        ensure!(entry.is_file(), "no {}", entry.display());
+        let entries = std::fs::read_dir(cache.dir())?.count();
+        ensure!(
+            entries == 4,
+            "{entries} entries (temporary files left behind?)"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn corrupt_cache_entry_is_deleted_and_recompiled() -> Result<()> {
+    bounded(async {
+        let plugins = plugin_dir(&["greet"]);
+        let state = tempfile::tempdir()?;
+        let (_, registry, loader) = load_once(plugins.path(), state.path()).await?;
+        let digest = registry
+            .get("greet", "hello")
+            .context("not served")?
+            .plugin
+            .digest
+            .clone();
+        let entry = loader.cache().context("no cache")?.entry(&digest);
+        std::fs::write(&entry, b"not an artifact")?;
+
+        let (counts, registry, _) = load_once(plugins.path(), state.path()).await?;
+        ensure!(
+            counts
+                == LoadCounts {
+                    compiled: 1,
+                    cache_hits: 0,
+                    cache_discarded: 1
+                },
+            "{counts:?}"
+        );
+        ensure!(registry.get("greet", "hello").is_some());
+        // Rewritten: the next start hits it.
+        let (counts, ..) = load_once(plugins.path(), state.path()).await?;
+        ensure!(counts.cache_hits == 1 && counts.compiled == 0, "{counts:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn cache_directory_other_users_can_reach_is_not_used() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let state = tempfile::tempdir()?;
+    let root = state.path().join("cache");
+    std::fs::create_dir(&root)?;
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
+    let runtime = runtime();
+    let err = ArtifactCache::open(&root, runtime.engine())
+        .err()
+        .context("a cache others can reach was opened")?;
+    ensure!(
+        format!("{err:#}").contains("accessible to other users"),
+        "{err:#}"
+    );
+    let loader = reload::loader_for(runtime, &config(state.path()));
+    ensure!(
+        loader.cache().is_none(),
+        "the host must fall back to compiling"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The registry's per-file operation
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn replace_file_refuses_another_files_key_and_changes_nothing() -> Result<()> {
+    bounded(async {
+        let runtime = runtime();
+        let load = |name: &'static str, version: u32| {
+            let runtime = runtime.clone();
+            async move {
+                let bytes = versioned(version)?;
+                anyhow::Ok(Arc::new(
+                    cairn::plugin::load_bytes(&runtime, Path::new(name), bytes).await?,
+                ))
+            }
+        };
+        let registry = Registry::new();
+        let a1 = load("a.wasm", 1).await?;
+        let change = registry.replace_file(Path::new("a.wasm"), Some(a1.clone()))?;
+        ensure!(
+            change.kind() == "added" && change.added.len() == 2,
+            "{change:?}"
+        );
+
+        let b2 = load("b.wasm", 2).await?;
+        let conflict = registry
+            .replace_file(Path::new("b.wasm"), Some(b2))
+            .err()
+            .context("b.wasm took a.wasm's key")?;
+        ensure!(conflict.existing_file == "a.wasm" && conflict.new_file == "b.wasm");
+        ensure!(
+            registry
+                .get("versioned", "version")
+                .context("gone")?
+                .plugin
+                .digest
+                == a1.digest
+        );
+
+        // An identical copy shares, it does not conflict.
+        let b1 = load("b.wasm", 1).await?;
+        let change = registry.replace_file(Path::new("b.wasm"), Some(b1))?;
+        ensure!(change.is_empty() && change.shared.len() == 2, "{change:?}");
+        ensure!(
+            registry
+                .get("versioned", "version")
+                .context("gone")?
+                .plugin
+                .file
+                == Path::new("a.wasm")
+        );
+
+        let a3 = load("a.wasm", 3).await?;
+        let change = registry.replace_file(Path::new("a.wasm"), Some(a3.clone()))?;
+        ensure!(
+            change.kind() == "replaced"
+                && change.old_digest.as_deref() == Some(a1.digest.as_str())
+                && change.new_digest.as_deref() == Some(a3.digest.as_str()),
+            "{change:?}"
+        );
+        let change = registry.replace_file(Path::new("a.wasm"), None)?;
+        ensure!(
+            change.kind() == "removed" && change.removed.len() == 2,
+            "{change:?}"
+        );
+        ensure!(registry.names().is_empty());
+
+        // The static API keeps its rules next to it.
+        registry.register_plugin(a1.clone())?;
+        ensure!(registry
+            .replace_file(Path::new("b.wasm"), Some(load("b.wasm", 2).await?))
+            .is_err());
+        Ok(())
+    })
+    .await
+}
+
+#[test]
+fn reload_config_reads_its_variables_and_refuses_bad_values() -> Result<()> {
+    let state = Path::new("/state");
+    let vars = |pairs: &'static [(&'static str, &'static str)]| {
+        move |key: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    };
+    let default = ReloadConfig::from_lookup(state, vars(&[]))?;
+    ensure!(default == ReloadConfig::new(state));
+    ensure!(default.cache_dir.as_deref() == Some(Path::new("/state/cache")));
+    let tuned = ReloadConfig::from_lookup(
+        state,
+        vars(&[
+            ("CAIRN_RELOAD_QUIET_MS", "250"),
+            ("CAIRN_RELOAD_SETTLE_MS", "10"),
+            ("CAIRN_RELOAD_RESCAN_MS", "0"),
+            ("CAIRN_CACHE_DIR", "off"),
+        ]),
+    )?;
+    ensure!(tuned.quiet == Duration::from_millis(250) && tuned.settle == Duration::from_millis(10));
+    ensure!(tuned.rescan_every.is_none() && tuned.cache_dir.is_none());
+    let bad = ReloadConfig::from_lookup(state, vars(&[("CAIRN_RELOAD_QUIET_MS", "soon")]));
+    ensure!(
+        bad.as_ref()
+            .err()
+            .is_some_and(|e| e.to_string().contains("CAIRN_RELOAD_QUIET_MS")),
+        "{bad:?}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// cairn serve and the benchmark
+// ---------------------------------------------------------------------------
+
+/// `cairn bench-reload` end to end, small: it runs a `cairn serve` child
+/// (which watches by default) and lands versions into its directory.
+#[tokio::test]
+async fn bench_reload_measures_landing_to_serving_cold_and_warm() -> Result<()> {
+    bounded(async {
+        let db = fresh_db().await?;
+        let state = tempfile::tempdir()?;
+        let out = tokio::task::spawn_blocking({
+            let url = db.url.clone();
+            let state = state.path().to_owned();
+            move || {
+                cairn()
+                    .arg("bench-reload")
+                    .arg("--plugin")
+                    .arg(wasm("versioned"))
+                    .args(["--rounds", "2", "--database-url", &url])
+                    .env("CAIRN_STATE_DIR", state)
+                    .output()
+            }
+        })
+        .await??;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.success(),
+            "bench-reload failed:\n{stdout}\n{stderr}"
+        );
+        ensure!(
+            stdout.contains("warm (cache hit)") && stdout.contains("— 0 compilations"),
+            "{stdout}"
+        );
+        ensure!(
+            stdout.matches("(2 landings)").count() == 4,
+            "every phase reports its landings:\n{stdout}"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(state.path())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with("bench-reload"))
+            .collect();
+        ensure!(
+            leftovers.is_empty(),
+            "work directory left behind: {leftovers:?}"
+        );
+        Ok(())
+    })
+    .await
+}
