@@ -10,4 +10,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use cairn::plugin::types::{ActionError, ActionInfo, PluginInfo, RetryPolicy};
+pub use self::cairn::plugin::types::{ActionError, ActionInfo, PluginInfo, RetryPolicy};
