@@ -12,8 +12,25 @@
 //! On native targets (a plugin's unit tests) the values come from a
 //! thread-local [`NativeContext`], attempt 1 by default, which a test sets
 //! with [`set_native`] to exercise retry paths by calling actions directly.
+//!
+//! The same dependency can be injected as a value, `Dep<Context>`, which a
+//! test can point at a [`testing::FixedContext`](crate::testing::FixedContext)
+//! instead of setting the thread's context:
+//!
+//! ```
+//! use cairn_sdk::{Context, Dep};
+//!
+//! #[cairn_sdk::action]
+//! fn which_attempt(context: Dep<Context>) -> u32 {
+//!     context.attempt()
+//! }
+//! ```
 
+use std::fmt;
+use std::rc::Rc;
 use std::time::{Duration, SystemTime};
+
+use crate::deps::{Dependency, DependencyError, Resolver};
 
 /// The id of the action row being run (or of the one-off `cairn invoke`).
 pub fn action_id() -> String {
@@ -30,6 +47,84 @@ pub fn attempt() -> u32 {
 /// before then.
 pub fn deadline() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(imp::deadline_unix_ms())
+}
+
+/// The `context` dependency as an injectable value.
+#[derive(Clone)]
+pub struct Context {
+    backend: Rc<dyn ContextBackend>,
+}
+
+/// Where a [`Context`] reads from: the host import in a component, the
+/// thread's [`NativeContext`] natively (both through this module's
+/// functions), or a test double such as
+/// [`testing::FixedContext`](crate::testing::FixedContext).
+pub trait ContextBackend {
+    /// The id of the action row being run.
+    fn action_id(&self) -> String;
+    /// Which attempt this is, starting at 1.
+    fn attempt(&self) -> u32;
+    /// When this attempt's budget runs out.
+    fn deadline(&self) -> SystemTime;
+}
+
+impl Context {
+    /// A `Context` over any backend.
+    pub fn new(backend: impl ContextBackend + 'static) -> Self {
+        Context {
+            backend: Rc::new(backend),
+        }
+    }
+
+    /// The id of the action row being run (or of the one-off `cairn invoke`).
+    pub fn action_id(&self) -> String {
+        self.backend.action_id()
+    }
+
+    /// Which attempt this is, starting at 1.
+    pub fn attempt(&self) -> u32 {
+        self.backend.attempt()
+    }
+
+    /// When this attempt's budget runs out (see [`deadline`]).
+    pub fn deadline(&self) -> SystemTime {
+        self.backend.deadline()
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Context { .. }")
+    }
+}
+
+/// This module's functions as a backend.
+struct Global;
+
+impl ContextBackend for Global {
+    fn action_id(&self) -> String {
+        action_id()
+    }
+
+    fn attempt(&self) -> u32 {
+        attempt()
+    }
+
+    fn deadline(&self) -> SystemTime {
+        deadline()
+    }
+}
+
+impl Dependency for Context {
+    const NAME: &'static str = "Context";
+
+    fn construct(resolver: &Resolver) -> Result<Self, DependencyError> {
+        let backend = match &resolver.backends().context {
+            Some(backend) => Rc::clone(backend),
+            None => Rc::new(Global),
+        };
+        Ok(Context { backend })
+    }
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -62,6 +62,10 @@ pub(crate) const SDK_MODULE: &str = "cairn_sdk";
 /// `Error` deliberately does not implement `std::error::Error`: that would
 /// conflict with the blanket `From` conversion above (the same trade-off
 /// `anyhow::Error` makes).
+///
+/// It is `Clone` so that test doubles (e.g. a scripted HTTP failure) can hand
+/// out the same error more than once.
+#[derive(Clone)]
 pub struct Error {
     type_name: Option<String>,
     module: Option<String>,
@@ -137,6 +141,27 @@ impl Error {
     /// Whether the host may retry the action.
     pub fn is_retryable(&self) -> bool {
         self.retryable
+    }
+
+    /// The module reported for a custom type name when none was set: the
+    /// Rust module path of the code that raised it (an action's or a
+    /// dependency's).
+    pub(crate) fn with_default_module(mut self, module: &str) -> Self {
+        if self.module.is_none() && self.type_name.is_some() {
+            self.module = Some(module.to_owned());
+        }
+        self
+    }
+
+    /// The module the host will see, if it is already decided (it is not for
+    /// a custom type name without [`Error::with_module`]: that one takes the
+    /// module of the action that returns it).
+    pub(crate) fn module_if_set(&self) -> Option<&str> {
+        match (&self.module, &self.type_name) {
+            (Some(module), _) => Some(module),
+            (None, None) => Some(SDK_MODULE),
+            (None, Some(_)) => None,
+        }
     }
 
     /// Convert to the WIT record; `action_module` is the Rust module path of
@@ -236,24 +261,32 @@ impl<E: fmt::Display + 'static> ActionFailure for E {}
 /// Turn an action's `Err` into the WIT record: [`Error`] as built, anything
 /// else by its type.
 pub(crate) fn to_action_error<E: ActionFailure>(err: E, action_module: &str) -> ActionError {
+    into_error(err).into_action_error(action_module)
+}
+
+/// Turn any action or dependency failure into an [`Error`]: an [`Error`] as
+/// built, a [`crate::DependencyError`] as its own `Error` (type
+/// `DependencyError`), anything else described by its Rust type (type name and
+/// module from `type_name`, message its alternate `Display`, not retryable).
+pub(crate) fn into_error<E: ActionFailure>(err: E) -> Error {
     let mut slot = Some(err);
-    let builder = (&mut slot as &mut dyn Any)
-        .downcast_mut::<Option<Error>>()
-        .and_then(Option::take);
-    match (builder, slot) {
-        (Some(err), _) => err.into_action_error(action_module),
-        (None, None) => unreachable!("the slot is only emptied when `E` is `Error`"),
-        (None, Some(err)) => {
-            let (module, type_name) = split_type_name(std::any::type_name::<E>());
-            ActionError {
-                type_name: type_name.to_owned(),
-                module: module.to_owned(),
-                message: format!("{err:#}"),
-                retryable: false,
-                details: None,
-            }
-        }
+    let any = &mut slot as &mut dyn Any;
+    if let Some(err) = any.downcast_mut::<Option<Error>>().and_then(Option::take) {
+        return err;
     }
+    if let Some(err) = any
+        .downcast_mut::<Option<crate::DependencyError>>()
+        .and_then(Option::take)
+    {
+        return err.into();
+    }
+    let Some(err) = slot else {
+        unreachable!("the slot is only emptied when `E` is `Error` or `DependencyError`")
+    };
+    let (module, type_name) = split_type_name(std::any::type_name::<E>());
+    Error::new(format!("{err:#}"))
+        .with_type(type_name)
+        .with_module(module)
 }
 
 /// An error the SDK raises on the action's behalf (bad arguments, unknown

@@ -1,13 +1,31 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod context;
+mod deps;
+pub mod enqueue;
 mod error;
+pub mod http;
+pub mod kv;
 pub mod log;
 pub mod panic;
 mod runtime;
+pub mod testing;
 
+pub use config::Config;
+pub use context::Context;
+pub use deps::{Dep, Dependency, DependencyError, Inject, Resolver};
+pub use enqueue::Enqueue;
 pub use error::{ActionFailure, Error};
+pub use http::Http;
+pub use kv::Kv;
+pub use log::Log;
+
+// The dependency guide's examples are doctests too, so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/dependencies.md")]
+mod dependencies_guide {}
 
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -44,6 +62,46 @@ pub type Result<T, E = Error> = core::result::Result<T, E>;
 /// Parameters must be plain identifiers with owned types (`String`, not
 /// `&str`).
 ///
+/// A parameter whose type is spelled `Dep<T>` (the last path segment is
+/// `Dep`, so `cairn_sdk::Dep<T>` counts; a type alias does not) is a
+/// dependency instead: not a keyword argument, not decoded, but resolved for
+/// the invocation by a [`Resolver`] (see [`Dep`], [`Dependency`] and
+/// [`dependency`]). Keyword arguments are bound before any dependency is
+/// built; a dependency that fails to resolve fails the invocation with a
+/// `DependencyError`, without calling the function.
+///
+/// # Calling an action directly
+///
+/// The function is unchanged, so tests can call it with dependencies built
+/// by hand ([`Dep::new`]). The macro also defines, next to it, a type of the
+/// same name (types and functions live in different namespaces) with one
+/// associated function:
+///
+/// ```text
+/// <action>::call(resolver: &Resolver, <keyword arguments in order>) -> Result<T, cairn_sdk::Error>
+/// ```
+///
+/// which runs the action as one invocation: a fresh [`Resolver::scope`] of
+/// `resolver` builds its dependencies (typically from test doubles, see
+/// [`testing`]), and any failure comes back as the host would see it
+/// (`DependencyError` for a dependency, the action's own error described as
+/// an [`Error`]). `T` is the action's return type, or its `Ok` type. `call`
+/// has the function's visibility, and is `async` if the function is.
+///
+/// ```
+/// use cairn_sdk::testing::FixedConfig;
+/// use cairn_sdk::{Config, Dep, Resolver};
+///
+/// #[cairn_sdk::action]
+/// fn greet(name: String, config: Dep<Config>) -> String {
+///     let greeting = config.get("greeting").unwrap_or_else(|| "Hello".into());
+///     format!("{greeting}, {name}!")
+/// }
+///
+/// let resolver = Resolver::new().config(FixedConfig::new([("greeting", "Hi")]));
+/// assert_eq!(greet::call(&resolver, "Ada".into()).unwrap(), "Hi, Ada!");
+/// ```
+///
 /// # Return value
 ///
 /// Any `T: Serialize` becomes the result payload (`()` is `null`). A
@@ -72,6 +130,66 @@ pub type Result<T, E = Error> = core::result::Result<T, E>;
 /// the host shows is the fn's doc comment.
 pub use cairn_sdk_macros::action;
 
+/// Turn a function into a dependency: `#[dependency]` on
+/// `fn name(deps...) -> T` (or `-> Result<T, E>`) implements [`Dependency`]
+/// for `T`, so any `#[action]` or other dependency can take a `Dep<T>`.
+///
+/// ```
+/// use cairn_sdk::http::Request;
+/// use cairn_sdk::{dependency, Config, Dep, Error, Http};
+///
+/// /// The weather API, configured from the plugin's config.
+/// pub struct ApiClient {
+///     base_url: String,
+///     api_key: String,
+///     http: Dep<Http>,
+/// }
+///
+/// #[dependency]
+/// fn api_client(config: Dep<Config>, http: Dep<Http>) -> Result<ApiClient, Error> {
+///     Ok(ApiClient {
+///         base_url: config.require("api_url")?,
+///         api_key: config.require("api_key")?,
+///         http,
+///     })
+/// }
+///
+/// impl ApiClient {
+///     fn get(&self, path: &str) -> Result<Vec<u8>, Error> {
+///         let request = Request::get(format!("{}{path}", self.base_url))
+///             .with_header("authorization", format!("Bearer {}", self.api_key));
+///         Ok(self.http.send(&request)?.error_for_status()?.into_body())
+///     }
+/// }
+///
+/// #[cairn_sdk::action]
+/// fn raw(path: String, api: Dep<ApiClient>) -> Result<Vec<u8>, Error> {
+///     api.get(&path)
+/// }
+/// ```
+///
+/// # Parameters
+///
+/// Every parameter must be injectable (`Dep<T>`): dependencies take no
+/// keyword arguments. They are resolved from the same [`Resolver`] as the
+/// action, so what they share is shared.
+///
+/// # Return value
+///
+/// `T`, or a `Result<T, E>` (by the last path segment, as for actions) whose
+/// `Err` (any `Display + 'static` type) fails resolution with a
+/// `DependencyError` naming this dependency. `T` must be a type of this crate
+/// (the orphan rule): wrap a foreign type in a newtype.
+///
+/// # Attributes
+///
+/// | key | value | meaning |
+/// | --- | --- | --- |
+/// | `use_cache` | `true` (default) / `false` | build once per invocation and share, or build afresh for every `Dep<T>` that asks |
+///
+/// The dependency is named after `T` as written (`ApiClient`) in errors.
+pub use cairn_sdk_macros::dependency;
+
 /// The WIT bindings of `plugin-world` (`wit/plugin.wit`), generated by
 /// `wit-bindgen`. Used by [`plugin!`]; authors should not need them.
 #[doc(hidden)]
@@ -97,7 +215,8 @@ pub mod __private {
     };
     pub use crate::panic::panic_record;
     pub use crate::runtime::{
-        block_on, describe, finish_result, finish_value, invoke, ActionEntry, Kwargs,
+        block_on, call_result, dependency_failure, describe, finish_result, finish_value, inject,
+        inject_for_call, invoke, invoke_with, ActionEntry, IsResult, Kwargs,
     };
     pub use cairn_payload::WorkflowArguments;
     pub use inventory;

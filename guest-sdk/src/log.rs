@@ -12,6 +12,24 @@
 //!
 //! On native targets (a plugin's unit tests) records are printed to stderr as
 //! `[LEVEL] message key=value ...`, so actions that log can be called directly.
+//!
+//! The same dependency can be injected as a value, `Dep<Log>`, which a test
+//! can point at a [`testing::RecordingLog`](crate::testing::RecordingLog) to
+//! check what was logged:
+//!
+//! ```
+//! use cairn_sdk::{Dep, Log};
+//!
+//! #[cairn_sdk::action]
+//! fn charge(amount_cents: u64, log: Dep<Log>) {
+//!     log.info("charging", &[("amount_cents", &amount_cents.to_string())]);
+//! }
+//! ```
+
+use std::fmt;
+use std::rc::Rc;
+
+use crate::deps::{Dependency, DependencyError, Resolver};
 
 /// A record's severity, mapped one to one onto `tracing` levels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +74,87 @@ pub fn warn(message: &str, fields: &[(&str, &str)]) {
 /// Emit an `error` record.
 pub fn error(message: &str, fields: &[(&str, &str)]) {
     log(Level::Error, message, fields);
+}
+
+/// The `log` dependency as an injectable value.
+#[derive(Clone)]
+pub struct Log {
+    backend: Rc<dyn LogBackend>,
+}
+
+/// Where a [`Log`] writes: the host's `tracing` output in a component,
+/// stderr natively (both through this module's functions), or a test double
+/// such as [`testing::RecordingLog`](crate::testing::RecordingLog).
+pub trait LogBackend {
+    /// Emit one record.
+    fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]);
+}
+
+impl Log {
+    /// A `Log` over any backend.
+    pub fn new(backend: impl LogBackend + 'static) -> Self {
+        Log {
+            backend: Rc::new(backend),
+        }
+    }
+
+    /// Emit one record with a message and extra key/value fields.
+    pub fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]) {
+        self.backend.log(level, message, fields);
+    }
+
+    /// Emit a `trace` record.
+    pub fn trace(&self, message: &str, fields: &[(&str, &str)]) {
+        self.log(Level::Trace, message, fields);
+    }
+
+    /// Emit a `debug` record.
+    pub fn debug(&self, message: &str, fields: &[(&str, &str)]) {
+        self.log(Level::Debug, message, fields);
+    }
+
+    /// Emit an `info` record.
+    pub fn info(&self, message: &str, fields: &[(&str, &str)]) {
+        self.log(Level::Info, message, fields);
+    }
+
+    /// Emit a `warn` record.
+    pub fn warn(&self, message: &str, fields: &[(&str, &str)]) {
+        self.log(Level::Warn, message, fields);
+    }
+
+    /// Emit an `error` record.
+    pub fn error(&self, message: &str, fields: &[(&str, &str)]) {
+        self.log(Level::Error, message, fields);
+    }
+}
+
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Log { .. }")
+    }
+}
+
+/// This module's functions as a backend: the host import in a component,
+/// stderr natively.
+struct Global;
+
+impl LogBackend for Global {
+    fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]) {
+        log(level, message, fields);
+    }
+}
+
+impl Dependency for Log {
+    const NAME: &'static str = "Log";
+
+    fn construct(resolver: &Resolver) -> Result<Self, DependencyError> {
+        let backend = match &resolver.backends().log {
+            Some(backend) => Rc::clone(backend),
+            None => Rc::new(Global),
+        };
+        Ok(Log { backend })
+    }
 }
 
 #[cfg(target_arch = "wasm32")]

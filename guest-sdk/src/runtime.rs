@@ -13,8 +13,13 @@
 //!   `action-error`s. Only the author's own code can trap (a panic, an
 //!   out-of-bounds access, running out of memory), and panics are reported
 //!   through the protocol in [`crate::panic`].
-//! * Neither entry point calls a dependency (`log`, `context`), so a plugin's
-//!   import list names exactly the dependencies its author's code uses.
+//! * Neither entry point calls a dependency (`log`, `context`, ...), so a
+//!   plugin's import list names exactly the dependencies its author's code
+//!   uses. `invoke` makes a [`Resolver`] for the call, but a resolver only
+//!   reaches an import when an action's `Dep<T>` parameter asks for it.
+//! * A dependency that fails to resolve is an `action-error` of type
+//!   `DependencyError`, and the action is not called. Keyword arguments are
+//!   bound first, so bad arguments fail before any dependency is built.
 
 use std::future::Future;
 use std::pin::pin;
@@ -27,7 +32,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::bindings::cairn::plugin::types::{ActionError, ActionInfo, PluginInfo, RetryPolicy};
-use crate::error::{sdk_error, to_action_error, ActionFailure};
+use crate::deps::{DependencyError, Inject, Resolver};
+use crate::error::{into_error, sdk_error, to_action_error, ActionFailure, SDK_MODULE};
+use crate::Error;
 
 /// One `#[action]` function, as registered by the macro.
 pub struct ActionEntry {
@@ -39,8 +46,10 @@ pub struct ActionEntry {
     pub timeout_ms: Option<u64>,
     /// `#[action(retries = ..., backoff = ..., max_backoff = ...)]`.
     pub retry: Option<RetryPolicy>,
-    /// Bind the arguments, run the function, encode its outcome.
-    pub invoke: fn(&WorkflowArguments) -> Result<Vec<u8>, ActionError>,
+    /// Bind the arguments, resolve the dependencies from the resolver (a
+    /// fresh scope for this invocation), run the function, encode its
+    /// outcome.
+    pub invoke: fn(&WorkflowArguments, &Resolver) -> Result<Vec<u8>, ActionError>,
 }
 
 inventory::collect!(ActionEntry);
@@ -92,10 +101,31 @@ pub fn describe(module: &str) -> PluginInfo {
 ///
 /// `UnknownAction` if the plugin has no action `name`; `ArgumentError` if
 /// `args` does not decode or does not fit the action's parameters;
+/// `DependencyError` if a `Dep<T>` parameter cannot be resolved;
 /// `SerializationError` if the result does not serialize; `StalledFuture` if
 /// an async action waits on something that can never wake it; otherwise
 /// whatever the action itself returned as its `Err`.
+///
+/// Dependencies come from the host's imports in a component. Natively they
+/// come from the resolver installed on this thread with
+/// [`crate::testing::install`], or from an empty one, which resolves `log`
+/// and `context` (stderr, the thread's context) and fails the others with a
+/// `DependencyError` naming the missing test double.
 pub fn invoke(module: &str, name: &str, args: &[u8]) -> Result<Vec<u8>, ActionError> {
+    invoke_with(module, name, args, &crate::deps::for_invocation())
+}
+
+/// [`invoke`] with dependencies resolved from a scope of `resolver`.
+///
+/// # Errors
+///
+/// As [`invoke`].
+pub fn invoke_with(
+    module: &str,
+    name: &str,
+    args: &[u8],
+    resolver: &Resolver,
+) -> Result<Vec<u8>, ActionError> {
     crate::panic::install_hook();
     let entry = inventory::iter::<ActionEntry>()
         .find(|entry| entry.name == name)
@@ -111,7 +141,42 @@ pub fn invoke(module: &str, name: &str, args: &[u8]) -> Result<Vec<u8>, ActionEr
             format!("arguments are not a valid WorkflowArguments payload: {err}"),
         )
     })?;
-    (entry.invoke)(&args)
+    (entry.invoke)(&args, &resolver.scope())
+}
+
+/// Resolve one `Dep<T>` parameter of an action, as an `action-error` if it
+/// fails.
+pub fn inject<I: Inject>(resolver: &Resolver) -> Result<I, ActionError> {
+    I::inject(resolver).map_err(|err| Error::from(err).into_action_error(SDK_MODULE))
+}
+
+/// Resolve one `Dep<T>` parameter for an action's generated `call`.
+pub fn inject_for_call<I: Inject>(resolver: &Resolver) -> Result<I, Error> {
+    I::inject(resolver).map_err(Error::from)
+}
+
+/// A `#[dependency]` fn's `Err`, described as the host would see it;
+/// `module` is the fn's module path.
+pub fn dependency_failure<E: ActionFailure>(err: E, module: &str) -> DependencyError {
+    DependencyError::from_failure(err, module)
+}
+
+/// An action's `Result` as its generated `call` returns it: the `Err`
+/// described as the host would see it.
+pub fn call_result<T, E: ActionFailure>(result: Result<T, E>) -> Result<T, Error> {
+    result.map_err(into_error)
+}
+
+/// Names the `Ok` type of any `Result` (including aliases such as
+/// `anyhow::Result<T>`), so the generated `call` can spell its return type
+/// without parsing the author's.
+pub trait IsResult {
+    /// The `Ok` type.
+    type Ok;
+}
+
+impl<T, E> IsResult for Result<T, E> {
+    type Ok = T;
 }
 
 /// The keyword arguments of one call, checked against the action's

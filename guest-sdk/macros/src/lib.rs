@@ -1,6 +1,7 @@
-//! The procedural macro behind `cairn_sdk::action`.
+//! The procedural macros behind `cairn_sdk::action` and
+//! `cairn_sdk::dependency`.
 //!
-//! Use it through `cairn-sdk`, which documents it; this crate only exists
+//! Use them through `cairn-sdk`, which documents them; this crate only exists
 //! because procedural macros must live in a crate of their own.
 //!
 //! # Strategy
@@ -10,14 +11,24 @@
 //! `const _: () = { ... };` block so nothing leaks into the author's
 //! namespace:
 //!
-//! * an `invoke` shim `fn(&WorkflowArguments) -> Result<Vec<u8>, ActionError>`
-//!   that binds every parameter from the keyword arguments (one place:
-//!   [`bind_parameter`]), calls the function (through `block_on` if it is
-//!   `async`) and turns its return value into a result payload or an
-//!   `action-error`;
+//! * an `invoke` shim `fn(&WorkflowArguments, &Resolver) -> Result<Vec<u8>,
+//!   ActionError>` that binds every parameter (one place: [`bind_parameter`]:
+//!   keyword arguments first, then `Dep<T>` dependencies from the resolver),
+//!   calls the function (through `block_on` if it is `async`) and turns its
+//!   return value into a result payload or an `action-error`;
 //! * an `inventory::submit!` of a `cairn_sdk::__private::ActionEntry` with the
 //!   action's name, doc comment, timeout and retry policy, which the plugin's
 //!   `describe` and `invoke` find at run time.
+//!
+//! Outside that block it adds one item the author may name: a braced struct
+//! with the function's name and visibility (types and functions live in
+//! different namespaces, so both coexist), whose associated `call(&Resolver,
+//! kwargs...)` runs the action as one invocation with its dependencies
+//! resolved, for tests.
+//!
+//! `#[dependency]` leaves its function as written too and implements
+//! `cairn_sdk::Dependency` for the type it returns: `construct` injects every
+//! parameter from the resolver and calls the function.
 //!
 //! Everything the macro can check without type information (attribute keys,
 //! duration syntax, parameter shapes) is checked here and reported as a
@@ -33,13 +44,26 @@ use syn::ext::IdentExt;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, ExprLit, FnArg, Ident, ItemFn, Lit, Meta, Pat, ReturnType, Token, Type};
+use syn::{
+    Expr, ExprLit, FnArg, GenericArgument, Ident, ItemFn, Lit, Meta, Pat, PathArguments,
+    ReturnType, Token, Type,
+};
 
 /// Turn a plain function into a cairn action. See `cairn_sdk::action` for the
 /// full documentation.
 #[proc_macro_attribute]
 pub fn action(attr: TokenStream, item: TokenStream) -> TokenStream {
     match expand(attr.into(), item.into()) {
+        Ok(tokens) => tokens.into(),
+        Err(err) => err.to_compile_error().into(),
+    }
+}
+
+/// Turn a function into a dependency of the type it returns. See
+/// `cairn_sdk::dependency` for the full documentation.
+#[proc_macro_attribute]
+pub fn dependency(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match expand_dependency(attr.into(), item.into()) {
         Ok(tokens) => tokens.into(),
         Err(err) => err.to_compile_error().into(),
     }
@@ -227,11 +251,41 @@ fn parse_duration_ms(text: &str) -> Result<u64, &'static str> {
     Ok(ms)
 }
 
+/// How the shim gets a parameter's value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ParamKind {
+    /// Deserialized from the keyword argument named like the parameter.
+    Kwarg,
+    /// Resolved from the invocation's resolver: the type is spelled `Dep<..>`.
+    Dependency,
+}
+
 /// One parameter of the action function, as the shim binds it.
 struct Param {
+    /// The parameter's identifier, as written (raw or not).
+    ident: Ident,
     /// The keyword-argument name: the identifier without `r#`.
     key: String,
     ty: Type,
+    kind: ParamKind,
+}
+
+/// Whether a parameter type is spelled `Dep<..>` (by its last path segment,
+/// so `cairn_sdk::Dep<Kv>` counts). Decided on the spelling because a
+/// macro cannot see types: a type alias for `Dep<T>` would be taken for a
+/// keyword argument.
+fn is_dependency_type(ty: &Type) -> bool {
+    match ty {
+        Type::Paren(p) => is_dependency_type(&p.elem),
+        Type::Group(g) => is_dependency_type(&g.elem),
+        Type::Path(path) if path.qself.is_none() => {
+            path.path.segments.last().is_some_and(|segment| {
+                segment.ident == "Dep"
+                    && matches!(segment.arguments, PathArguments::AngleBracketed(_))
+            })
+        }
+        _ => false,
+    }
 }
 
 fn parse_params(func: &ItemFn) -> syn::Result<Vec<Param>> {
@@ -257,9 +311,16 @@ fn parse_params(func: &ItemFn) -> syn::Result<Vec<Param>> {
             }
         };
         check_param_type(&typed.ty)?;
+        let kind = if is_dependency_type(&typed.ty) {
+            ParamKind::Dependency
+        } else {
+            ParamKind::Kwarg
+        };
         params.push(Param {
             key: ident.unraw().to_string(),
+            ident,
             ty: (*typed.ty).clone(),
+            kind,
         });
     }
     Ok(params)
@@ -284,36 +345,42 @@ fn check_param_type(ty: &Type) -> syn::Result<()> {
     }
 }
 
-fn check_signature(func: &ItemFn) -> syn::Result<()> {
+/// Reject what neither attribute can call: `attribute` is `#[action]` or
+/// `#[dependency]`, for the messages.
+fn check_signature(func: &ItemFn, attribute: &str) -> syn::Result<()> {
     let sig = &func.sig;
     if !sig.generics.params.is_empty() {
         return Err(syn::Error::new(
             sig.generics.span(),
-            "#[action] functions cannot be generic: the host calls one concrete function",
+            format!("{attribute} functions cannot be generic: the SDK calls one concrete function"),
         ));
     }
     if let Some(where_clause) = &sig.generics.where_clause {
         return Err(syn::Error::new(
             where_clause.span(),
-            "#[action] functions cannot have a `where` clause",
+            format!("{attribute} functions cannot have a `where` clause"),
         ));
     }
     if let Some(unsafety) = &sig.unsafety {
         return Err(syn::Error::new(
             unsafety.span(),
-            "#[action] functions cannot be `unsafe`: the host has no way to uphold its contract",
+            format!(
+                "{attribute} functions cannot be `unsafe`: the host has no way to uphold its contract"
+            ),
         ));
     }
     if let Some(abi) = &sig.abi {
         return Err(syn::Error::new(
             abi.span(),
-            "#[action] functions cannot declare an ABI: the SDK calls them as Rust functions",
+            format!(
+                "{attribute} functions cannot declare an ABI: the SDK calls them as Rust functions"
+            ),
         ));
     }
     if let Some(variadic) = &sig.variadic {
         return Err(syn::Error::new(
             variadic.span(),
-            "#[action] functions cannot be variadic",
+            format!("{attribute} functions cannot be variadic"),
         ));
     }
     Ok(())
@@ -323,8 +390,13 @@ fn check_signature(func: &ItemFn) -> syn::Result<()> {
 /// `std::result::Result<T, E>`, `anyhow::Result<T>`, `io::Result<T>` and
 /// `cairn_sdk::Result<T>` all count). An error type must be `Display + 'static`.
 fn returns_result(output: &ReturnType) -> bool {
+    result_segment(output).is_some()
+}
+
+/// The last path segment of a `Result` return type, if it is one.
+fn result_segment(output: &ReturnType) -> Option<&syn::PathSegment> {
     let ReturnType::Type(_, ty) = output else {
-        return false;
+        return None;
     };
     let mut ty: &Type = ty;
     while let Type::Paren(p) = ty {
@@ -335,9 +407,21 @@ fn returns_result(output: &ReturnType) -> bool {
             .path
             .segments
             .last()
-            .is_some_and(|segment| segment.ident == "Result"),
-        _ => false,
+            .filter(|segment| segment.ident == "Result"),
+        _ => None,
     }
+}
+
+/// The `Ok` type of a `Result` return type as written: its first generic
+/// type argument (`Result<T, E>`, `anyhow::Result<T>`), if it has one.
+fn result_ok_type(output: &ReturnType) -> Option<&Type> {
+    let PathArguments::AngleBracketed(args) = &result_segment(output)?.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|arg| match arg {
+        GenericArgument::Type(ty) => Some(ty),
+        _ => None,
+    })
 }
 
 /// The doc comment, each line trimmed, joined by newlines, with leading and
@@ -362,23 +446,122 @@ fn description(func: &ItemFn) -> String {
     lines.join("\n").trim().to_owned()
 }
 
-/// The single place that decides how one parameter gets its value. Today
-/// every parameter is a keyword argument; injected dependencies (a later
-/// `Dep<T>`) would be recognised here and bound from the host instead.
+/// The single place that decides how one parameter gets its value: a
+/// keyword argument is deserialized from `kwargs`; a `Dep<T>` is resolved
+/// from `resolver` (a failure becomes a `DependencyError` action-error).
 ///
 /// The value is bound to `local`, a hygienic identifier, so a parameter named
 /// like the function itself cannot shadow it in the call.
-fn bind_parameter(param: &Param, local: &Ident, kwargs: &Ident) -> TokenStream2 {
-    let Param { key, ty, .. } = param;
-    quote_spanned! {ty.span()=>
-        let #local: #ty = #kwargs.take(#key)?;
+fn bind_parameter(param: &Param, local: &Ident, kwargs: &Ident, resolver: &Ident) -> TokenStream2 {
+    let Param { key, ty, kind, .. } = param;
+    match kind {
+        ParamKind::Kwarg => quote_spanned! {ty.span()=>
+            let #local: #ty = #kwargs.take(#key)?;
+        },
+        ParamKind::Dependency => quote_spanned! {ty.span()=>
+            let #local: #ty = ::cairn_sdk::__private::inject::<#ty>(#resolver)?;
+        },
     }
 }
 
 /// The keys `bind_parameter` reads from the keyword arguments, so the shim can
-/// reject any other key before binding.
+/// reject any other key before binding. Dependencies are not keyword
+/// arguments: a key named like one is unexpected.
 fn kwarg_keys(params: &[Param]) -> Vec<&str> {
-    params.iter().map(|p| p.key.as_str()).collect()
+    params
+        .iter()
+        .filter(|p| p.kind == ParamKind::Kwarg)
+        .map(|p| p.key.as_str())
+        .collect()
+}
+
+/// The struct named like the action, whose `call` runs the action as one
+/// invocation with its dependencies resolved from a `Resolver` (see the
+/// crate docs). `call` takes the keyword arguments as typed parameters, in
+/// order, with the parameters' names; those are re-spanned hygienically so
+/// that a parameter named like the function cannot shadow it.
+fn call_item(func: &ItemFn, params: &[Param]) -> TokenStream2 {
+    let vis = &func.vis;
+    let fn_ident = &func.sig.ident;
+    let resolver = Ident::new("__cairn_resolver", Span::mixed_site());
+    let scope = Ident::new("__cairn_scope", Span::mixed_site());
+
+    let mut inputs = Vec::new();
+    let mut injections = Vec::new();
+    let mut args = Vec::new();
+    for (i, param) in params.iter().enumerate() {
+        let ty = &param.ty;
+        match param.kind {
+            ParamKind::Kwarg => {
+                let mut ident = param.ident.clone();
+                ident.set_span(Span::mixed_site());
+                inputs.push(quote!(#ident: #ty));
+                args.push(ident);
+            }
+            ParamKind::Dependency => {
+                let local = Ident::new(&format!("__cairn_dep_{i}"), Span::mixed_site());
+                injections.push(quote_spanned! {ty.span()=>
+                    let #local: #ty = ::cairn_sdk::__private::inject_for_call::<#ty>(&#scope)?;
+                });
+                args.push(local);
+            }
+        }
+    }
+
+    let output = &func.sig.output;
+    let ok_type = if returns_result(output) {
+        match (result_ok_type(output), output) {
+            (Some(ok), _) => quote!(#ok),
+            (None, ReturnType::Type(_, ty)) => {
+                quote!(<#ty as ::cairn_sdk::__private::IsResult>::Ok)
+            }
+            (None, ReturnType::Default) => quote!(()),
+        }
+    } else {
+        match output {
+            ReturnType::Type(_, ty) => quote!(#ty),
+            ReturnType::Default => quote!(()),
+        }
+    };
+    let asyncness = &func.sig.asyncness;
+    let awaited = if asyncness.is_some() {
+        quote!(.await)
+    } else {
+        quote!()
+    };
+    let finish = if returns_result(output) {
+        quote!(::cairn_sdk::__private::call_result(__cairn_ret))
+    } else {
+        quote!(::core::result::Result::Ok(__cairn_ret))
+    };
+    let struct_doc = format!(
+        "Run the action `{fn_ident}` directly: see `call`. Generated by `#[cairn_sdk::action]`."
+    );
+    let call_doc = format!(
+        "Run `{fn_ident}` as one invocation: its `Dep<..>` parameters resolved from a fresh \
+         scope of `resolver`, its keyword arguments as given. Failures are reported as the \
+         host would see them (`DependencyError` if a dependency fails)."
+    );
+
+    quote! {
+        #[doc = #struct_doc]
+        #[allow(non_camel_case_types, dead_code)]
+        #vis struct #fn_ident {}
+
+        #[allow(dead_code)]
+        impl #fn_ident {
+            #[doc = #call_doc]
+            #vis #asyncness fn call(
+                #resolver: &::cairn_sdk::Resolver,
+                #(#inputs),*
+            ) -> ::core::result::Result<#ok_type, ::cairn_sdk::Error> {
+                let #scope = #resolver.scope();
+                #(#injections)*
+                let __cairn_ret = #fn_ident(#(#args),*) #awaited;
+                #finish
+            }
+        }
+    }
 }
 
 fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
@@ -389,7 +572,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
             format!("#[action] applies to a free function: {err}"),
         )
     })?;
-    check_signature(&func)?;
+    check_signature(&func, "#[action]")?;
     let params = parse_params(&func)?;
 
     let fn_ident = &func.sig.ident;
@@ -420,14 +603,18 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     };
 
     let kwargs = Ident::new("__cairn_kwargs", Span::mixed_site());
+    let resolver = Ident::new("__cairn_resolver", Span::mixed_site());
     let keys = kwarg_keys(&params);
     let locals: Vec<Ident> = (0..params.len())
         .map(|i| Ident::new(&format!("__cairn_arg_{i}"), Span::mixed_site()))
         .collect();
-    let bindings = params
-        .iter()
-        .zip(&locals)
-        .map(|(p, local)| bind_parameter(p, local, &kwargs));
+    // Keyword arguments first: bad arguments fail before anything is built.
+    let mut ordered: Vec<(&Param, &Ident)> = params.iter().zip(&locals).collect();
+    ordered.sort_by_key(|(p, _)| p.kind == ParamKind::Dependency);
+    let bindings = ordered
+        .into_iter()
+        .map(|(p, local)| bind_parameter(p, local, &kwargs, &resolver));
+    let call_struct = call_item(&func, &params);
     let arg_idents = locals.iter();
     let call = if func.sig.asyncness.is_some() {
         quote!(::cairn_sdk::__private::block_on(#fn_ident(#(#arg_idents),*))?)
@@ -448,9 +635,12 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     Ok(quote! {
         #func
 
+        #call_struct
+
         const _: () = {
             fn __cairn_invoke(
                 __cairn_args: &::cairn_sdk::__private::WorkflowArguments,
+                #resolver: &::cairn_sdk::Resolver,
             ) -> ::core::result::Result<
                 ::std::vec::Vec<u8>,
                 ::cairn_sdk::__private::ActionError,
@@ -471,6 +661,140 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
                 }
             }
         };
+    })
+}
+
+const DEPENDENCY_KEYS: &str = "`use_cache`";
+
+/// `#[dependency(use_cache = false)]`: whether the value is shared for the
+/// invocation (the default) or built for every use.
+fn parse_dependency_attrs(attr: TokenStream2) -> syn::Result<bool> {
+    let mut use_cache = None;
+    if attr.is_empty() {
+        return Ok(true);
+    }
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
+    for meta in metas {
+        let Meta::NameValue(nv) = meta else {
+            return Err(syn::Error::new(
+                meta.span(),
+                format!(
+                    "expected `key = value` in #[dependency(...)]; known keys: {DEPENDENCY_KEYS}"
+                ),
+            ));
+        };
+        if !nv.path.is_ident("use_cache") {
+            return Err(syn::Error::new(
+                nv.path.span(),
+                format!("unknown #[dependency] attribute; known keys: {DEPENDENCY_KEYS}"),
+            ));
+        }
+        if use_cache.is_some() {
+            return Err(syn::Error::new(
+                nv.path.span(),
+                "`use_cache` given more than once",
+            ));
+        }
+        match &nv.value {
+            Expr::Lit(ExprLit {
+                lit: Lit::Bool(b), ..
+            }) => use_cache = Some(b.value),
+            other => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    "`use_cache` is `true` (build once per invocation, the default) or `false` \
+                     (build for every use)",
+                ))
+            }
+        }
+    }
+    Ok(use_cache.unwrap_or(true))
+}
+
+fn expand_dependency(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
+    let use_cache = parse_dependency_attrs(attr)?;
+    let func: ItemFn = syn::parse2(item).map_err(|err| {
+        syn::Error::new(
+            err.span(),
+            format!("#[dependency] applies to a free function: {err}"),
+        )
+    })?;
+    check_signature(&func, "#[dependency]")?;
+    if let Some(asyncness) = &func.sig.asyncness {
+        return Err(syn::Error::new(
+            asyncness.span(),
+            "#[dependency] functions cannot be `async`: dependencies are built synchronously \
+             before the action runs",
+        ));
+    }
+    let output = &func.sig.output;
+    let provided: &Type = if returns_result(output) {
+        result_ok_type(output).ok_or_else(|| {
+            syn::Error::new(
+                output.span(),
+                "write the return type as `Result<T, E>`: the dependency's type is `T`",
+            )
+        })?
+    } else {
+        match output {
+            ReturnType::Type(_, ty) => ty,
+            ReturnType::Default => {
+                return Err(syn::Error::new(
+                    func.sig.ident.span(),
+                    "a #[dependency] fn returns the value it provides (`-> T` or \
+                     `-> Result<T, E>`); `Dep<T>` parameters then get it",
+                ))
+            }
+        }
+    };
+    let name = quote!(#provided).to_string().replace(' ', "");
+
+    let resolver = Ident::new("__cairn_resolver", Span::mixed_site());
+    let mut locals = Vec::new();
+    let mut injections = Vec::new();
+    for (i, input) in func.sig.inputs.iter().enumerate() {
+        let typed = match input {
+            FnArg::Receiver(receiver) => {
+                return Err(syn::Error::new(
+                    receiver.span(),
+                    "#[dependency] functions cannot take `self`: write a free function",
+                ))
+            }
+            FnArg::Typed(typed) => typed,
+        };
+        let ty = &typed.ty;
+        let local = Ident::new(&format!("__cairn_dep_{i}"), Span::mixed_site());
+        injections.push(quote_spanned! {ty.span()=>
+            let #local: #ty = #resolver.inject::<#ty>()?;
+        });
+        locals.push(local);
+    }
+
+    let fn_ident = &func.sig.ident;
+    let body = if returns_result(output) {
+        quote_spanned! {output.span()=>
+            #fn_ident(#(#locals),*).map_err(|__cairn_err| {
+                ::cairn_sdk::__private::dependency_failure(__cairn_err, ::core::module_path!())
+            })
+        }
+    } else {
+        quote!(::core::result::Result::Ok(#fn_ident(#(#locals),*)))
+    };
+
+    Ok(quote! {
+        #func
+
+        impl ::cairn_sdk::Dependency for #provided {
+            const NAME: &'static str = #name;
+            const USE_CACHE: bool = #use_cache;
+
+            fn construct(
+                #resolver: &::cairn_sdk::Resolver,
+            ) -> ::core::result::Result<Self, ::cairn_sdk::DependencyError> {
+                #(#injections)*
+                #body
+            }
+        }
     })
 }
 

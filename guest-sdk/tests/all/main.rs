@@ -5,6 +5,8 @@
 
 mod arguments;
 mod asynchronous;
+mod builtins;
+mod dependencies;
 mod describe;
 mod errors;
 mod native;
