@@ -88,6 +88,11 @@ pub type Result<T, E = Error> = core::result::Result<T, E>;
 /// an [`Error`]). `T` is the action's return type, or its `Ok` type. `call`
 /// has the function's visibility, and is `async` if the function is.
 ///
+/// That type takes the function's name in its module, so a type or module
+/// of the same name there (say `use cairn_sdk::log;` next to `fn log`)
+/// collides with it: rename the function and keep the action's name with
+/// `#[action(name = "log")]`.
+///
 /// ```
 /// use cairn_sdk::testing::FixedConfig;
 /// use cairn_sdk::{Config, Dep, Resolver};

@@ -237,3 +237,14 @@ fn actions_stay_plain_functions() {
     assert_eq!(add(1, 2), 3);
     assert_eq!(original_name(), "renamed");
 }
+
+#[test]
+fn call_takes_keyword_arguments_as_typed_parameters() {
+    let resolver = cairn_sdk::Resolver::new();
+    assert_eq!(add::call(&resolver, 40, 2).unwrap(), 42);
+    // A parameter named like the function does not shadow it, and raw
+    // identifiers keep working.
+    assert_eq!(echo::call(&resolver, "hi".into()).unwrap(), "hi");
+    assert_eq!(label::call(&resolver, "x".into()).unwrap(), "type=x");
+    assert_eq!(original_name::call(&resolver).unwrap(), "renamed");
+}
