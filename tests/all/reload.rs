@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use cairn::plugin::{LoadCounts, Loader, Phase};
 use cairn::queue::{ActionStatus, Client, EnqueueRequest};
 use cairn::registry::{Change, Registry};
@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::pg::{fresh_db, TestDb};
-use crate::support::{cairn, plugin_dir, runtime, wasm};
+use crate::support::{cairn, plugin_dir, runtime, until, wasm};
 
 /// Generous bound for anything that should take well under a second: the
 /// machine may be busy with other tests (2 cores).
@@ -39,7 +39,6 @@ const SOON: Duration = Duration::from_secs(20);
 const TEST_LIMIT: Duration = Duration::from_secs(180);
 
 /// How often the tests look at the database while waiting.
-const PROBE_EVERY: Duration = Duration::from_millis(20);
 
 // ---------------------------------------------------------------------------
 // Fixtures
@@ -355,25 +354,6 @@ impl Served {
                 .await?
                 .unwrap_or_default(),
         )
-    }
-}
-
-/// Polls `probe` every [`PROBE_EVERY`] until it yields a value, or fails
-/// after `limit` naming `what` it waited for.
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await? {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        tokio::time::sleep(PROBE_EVERY).await;
     }
 }
 

@@ -2,6 +2,7 @@
 //! per test binary to real wasm32-wasip2 components, and helpers to put a
 //! chosen few into a fresh plugin directory.
 
+use anyhow::{bail, Result};
 use cairn::limits::Limits;
 use cairn::runtime::Runtime;
 use std::path::{Path, PathBuf};
@@ -108,5 +109,28 @@ fn leb128(out: &mut Vec<u8>, mut value: u64) {
             return;
         }
         out.push(byte | 0x80);
+    }
+}
+
+/// How often [`until`] probes: often enough that tests react within a few
+/// tens of milliseconds, rarely enough not to load the database.
+pub const PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Polls `probe` every [`PROBE_EVERY`] until it yields a value, or fails
+/// after `limit` naming `what` it waited for.
+pub async fn until<T, F, Fut>(what: &str, limit: std::time::Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await? {
+            return Ok(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
     }
 }

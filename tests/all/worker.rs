@@ -9,7 +9,6 @@
 //! dropped, so a failing test leaves no host behind; in-process workers are
 //! aborted likewise.
 
-use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,14 +26,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::pg::{fresh_db, TestDb};
-use crate::support::{cairn, plugin_dir, runtime};
+use crate::support::{cairn, plugin_dir, runtime, until, PROBE_EVERY};
 
 /// Generous bound for anything that should take well under a second: the
 /// machine may be busy with other tests (2 cores).
 const SOON: Duration = Duration::from_secs(10);
 
 /// How often the tests look at a row while waiting.
-const PROBE_EVERY: Duration = Duration::from_millis(20);
 
 /// Intervals short enough that a test sees the worker's behaviour within a
 /// second or two, long enough not to busy-loop the database.
@@ -288,25 +286,6 @@ impl Drop for Serve {
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
-    }
-}
-
-/// Polls `probe` every [`PROBE_EVERY`] until it yields a value, or fails
-/// after `limit` naming `what` it waited for.
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await? {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        tokio::time::sleep(PROBE_EVERY).await;
     }
 }
 
