@@ -486,14 +486,28 @@ impl Binaries {
     /// With `version`, only `/usr/lib/postgresql/<version>/bin`; else `PATH`
     /// first, then the newest versioned directory.
     fn find(version: Option<&str>) -> Result<Self> {
+        Self::find_in(
+            version,
+            std::env::var_os("PATH"),
+            Path::new("/usr/lib/postgresql"),
+        )
+    }
+
+    /// [`find`](Self::find) over a given `PATH` and versioned root, so the
+    /// search (and its error) can be tested on any machine.
+    fn find_in(
+        version: Option<&str>,
+        path_var: Option<std::ffi::OsString>,
+        versioned_root: &Path,
+    ) -> Result<Self> {
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(v) = version {
-            candidates.push(Path::new("/usr/lib/postgresql").join(v).join("bin"));
+            candidates.push(versioned_root.join(v).join("bin"));
         } else {
-            if let Some(path) = std::env::var_os("PATH") {
+            if let Some(path) = path_var {
                 candidates.extend(std::env::split_paths(&path));
             }
-            let mut versioned: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+            let mut versioned: Vec<(u32, PathBuf)> = fs::read_dir(versioned_root)
                 .into_iter()
                 .flatten()
                 .flatten()
@@ -762,4 +776,63 @@ fn one_line(out: &Output) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Binaries;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    fn fake_bin(dir: &Path, names: &[&str]) {
+        std::fs::create_dir_all(dir).unwrap();
+        for name in names {
+            let file = dir.join(name);
+            std::fs::write(&file, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+
+    #[test]
+    fn missing_server_binaries_error_says_how_to_install_or_configure() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = Binaries::find_in(
+            None,
+            Some(empty.path().as_os_str().to_owned()),
+            &empty.path().join("no-such-root"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains('\n'), "one line: {err}");
+        assert!(err.contains("apt-get install postgresql"), "{err}");
+        assert!(err.contains("CAIRN_DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn path_wins_over_versioned_dirs_and_newest_version_wins_among_them() {
+        let root = tempfile::tempdir().unwrap();
+        let all = ["initdb", "pg_ctl", "postgres"];
+        fake_bin(&root.path().join("lib/13/bin"), &all);
+        fake_bin(&root.path().join("lib/16/bin"), &all);
+        fake_bin(&root.path().join("lib/9/bin"), &all);
+        fake_bin(&root.path().join("path-incomplete"), &["initdb"]); // no pg_ctl: skipped
+        let lib = root.path().join("lib");
+        let newest = Binaries::find_in(
+            None,
+            Some(root.path().join("path-incomplete").into_os_string()),
+            &lib,
+        )
+        .unwrap();
+        assert_eq!(newest.dir, lib.join("16/bin"));
+        fake_bin(&root.path().join("on-path"), &all);
+        let on_path = Binaries::find_in(
+            None,
+            Some(root.path().join("on-path").into_os_string()),
+            &lib,
+        )
+        .unwrap();
+        assert_eq!(on_path.dir, root.path().join("on-path"));
+        let pinned = Binaries::find_in(Some("13"), None, &lib).unwrap();
+        assert_eq!(pinned.dir, lib.join("13/bin"));
+    }
 }
