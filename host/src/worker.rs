@@ -260,6 +260,8 @@ impl Worker {
                     tokio::select! {
                         _ = &mut shutdown => break 'claim,
                         _ = shared.finished.notified() => {}
+                        // Belt and braces: re-check capacity now and then.
+                        _ = tokio::time::sleep(shared.config.poll_interval) => {}
                     }
                 }
                 let gather_until = tokio::time::Instant::now() + CLAIM_GATHER;
@@ -350,19 +352,40 @@ fn spawn_action(
     // Hold the map's lock while spawning so the task cannot remove its
     // entry before it is inserted.
     let mut inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
-    let task_shared = shared.clone();
+    let guard = Running {
+        shared: shared.clone(),
+        id,
+        permit: Some(permit),
+    };
     let handle = tokio::spawn(async move {
-        let completion = execute(&task_shared, row, handler).await;
+        let completion = execute(&guard.shared, row, handler).await;
         let _ = done.send(completion);
-        task_shared
+        drop(guard);
+    });
+    inflight.insert(id, handle.abort_handle());
+}
+
+/// Held by a running action's task. Dropping it — when the task finishes or
+/// when it is aborted (lost lease, shutdown) — forgets the row, returns the
+/// permit and only then tells a waiting claim loop that capacity is back.
+/// (Notifying from the code that calls `abort` would race: an abort only
+/// schedules the task's drop.)
+struct Running {
+    shared: Arc<Shared>,
+    id: i64,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shared
             .inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        drop(permit);
-        task_shared.finished.notify_one();
-    });
-    inflight.insert(id, handle.abort_handle());
+            .remove(&self.id);
+        drop(self.permit.take());
+        self.shared.finished.notify_one();
+    }
 }
 
 /// Run one claimed row on `handler` (from the claim's registry snapshot)
@@ -532,12 +555,15 @@ async fn maintain(pool: PgPool, owner: Arc<str>, shared: Arc<Shared>) {
                 if ids.is_empty() { continue; }
                 match queue::renew(&pool, &owner, &ids, config.lease).await {
                     Ok(owned) => {
-                        let mut inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
-                        for id in ids.iter().filter(|id| !owned.contains(id)) {
-                            if let Some(handle) = inflight.remove(id) {
-                                handle.abort();
-                                tracing::warn!(action_id = id, "lost the lease (another host may run it): attempt abandoned");
-                            }
+                        // Abort outside the lock: the aborted task's guard
+                        // takes it when it is dropped.
+                        let lost: Vec<(i64, AbortHandle)> = {
+                            let mut inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                            ids.iter().filter(|id| !owned.contains(id)).filter_map(|id| inflight.remove(id).map(|h| (*id, h))).collect()
+                        };
+                        for (id, handle) in lost {
+                            handle.abort();
+                            tracing::warn!(action_id = id, "lost the lease (another host may run it): attempt abandoned");
                         }
                     }
                     Err(err) => tracing::error!("{}", sandbox::one_line(&err)),

@@ -32,8 +32,6 @@ use crate::support::{cairn, plugin_dir, runtime, until, PROBE_EVERY};
 /// machine may be busy with other tests (2 cores).
 const SOON: Duration = Duration::from_secs(10);
 
-/// How often the tests look at a row while waiting.
-
 /// Intervals short enough that a test sees the worker's behaviour within a
 /// second or two, long enough not to busy-loop the database.
 fn fast_config() -> WorkerConfig {
@@ -1034,5 +1032,50 @@ async fn graceful_shutdown_in_process_and_wakeup_by_notify() -> Result<()> {
         !host_registered(&db.pool, &host_id).await?,
         "the worker did not deregister"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_lease_abandons_the_attempt_and_frees_capacity() -> Result<()> {
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let long = client
+        .enqueue(
+            &request("sleepy:nap_always", json!({"ms": 60_000}))?.timeout(Duration::from_secs(90)),
+        )
+        .await?;
+    // One permit, and a poll far longer than the test: only the abort of the
+    // lost attempt can free the worker for the next row.
+    let config = WorkerConfig {
+        concurrency: 1,
+        poll_interval: Duration::from_secs(60),
+        ..fast_config()
+    };
+    let worker = InProcess::start(&db.pool, &["sleepy", "greet"], config).await?;
+    until("the long row to run", SOON, || async {
+        Ok((snap(&db.pool, long).await?.status == ActionStatus::Running).then_some(()))
+    })
+    .await?;
+    // Another host takes the row over (as a rescue after an expired lease
+    // would): the next renewal tells this worker it lost the lease.
+    sqlx::query("UPDATE cairn.actions SET lease_owner = 'thief' WHERE id = $1")
+        .bind(long)
+        .execute(&db.pool)
+        .await?;
+    let next = client
+        .enqueue(&request("greet:hello", json!({"name": "next"}))?)
+        .await?;
+    let row = finished(&client, next, SOON).await?;
+    ensure_succeeded(&row)?;
+    // The abandoned attempt wrote nothing: the row is still the thief's.
+    let long_row = snap(&db.pool, long).await?;
+    ensure!(
+        long_row.status == ActionStatus::Running
+            && long_row.lease_owner.as_deref() == Some("thief"),
+        "the lost row was touched: {:?} owned by {:?}",
+        long_row.status,
+        long_row.lease_owner
+    );
+    worker.stop(SOON).await?;
     Ok(())
 }
