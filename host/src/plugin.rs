@@ -10,12 +10,12 @@
 //! 3. **compile** with the shared engine, once (off the async executor) —
 //!    or, with a [`Loader`] that has an [`ArtifactCache`], load the artifact
 //!    this host compiled earlier for the same digest and engine;
-//! 4. **describe**: link WASI (denying), the imported dependencies granted
-//!    to every plugin (`log`, `context`) and every other import as a trap,
-//!    call `describe` in a throwaway instance under the sandbox limits, and
-//!    check the answer (non-empty module, unique action names, no `:` in
-//!    names). Grants are keyed by module, which only `describe` reveals;
-//!    `describe` must be pure, so a trap there is a plugin bug;
+//! 4. **describe**: link WASI (denying) and the imported dependencies
+//!    *inert* (no settings, no database, no allowed hosts: nothing to read,
+//!    nothing reachable), call `describe` in a throwaway instance under the
+//!    sandbox limits, and check the answer (non-empty module, unique action
+//!    names, no `:` in names). Grants are keyed by module, which only
+//!    `describe` reveals;
 //! 5. **link** (grant check): every imported dependency must be granted to
 //!    the module in `cairn.toml`, else the plugin is refused with the config
 //!    key that would grant it; then link WASI plus exactly the imported,
@@ -356,17 +356,16 @@ impl Loader {
         let imports = check_imports_exports(runtime, &component)
             .map_err(|m| LoadError::new(path, Phase::Validate, m))?;
 
-        // Describe with only the always-granted dependencies real; any
-        // other import traps if `describe` (which must be pure) calls it.
+        // Describe before the grant check (grants are keyed by the module,
+        // which only `describe` reveals), with every imported dependency
+        // linked but inert: the describe store has no settings, no
+        // database and no allowed hosts, so `config` finds nothing, `kv`
+        // and `enqueue` fail and `http` is denied. (Trap stubs would do too,
+        // but wasmtime's `define_unknown_imports_as_traps` shadows
+        // semver-matched WASI imports with new resource types.)
         let link_err =
             |e: wasmtime::Error| LoadError::new(path, Phase::Link, sandbox::one_line(&e));
-        let mut linker = base_linker(runtime, path, &imports, |d| {
-            crate::config::DEFAULT_GRANTS.contains(&d)
-        })?;
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(link_err)?;
-        let pre = linker
+        let pre = base_linker(runtime, path, &imports, |_| true)?
             .instantiate_pre(&component)
             .and_then(PluginWorldPre::new)
             .map_err(link_err)?;
