@@ -449,3 +449,26 @@ async fn http_needs_its_own_grant() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn per_plugin_memory_cap_and_timeout_narrow_the_host_limits() -> Result<()> {
+    let cfg = config("[plugins.hog]\nmemory_mib = 16\n\n[plugins.sleepy]\ntimeout = \"300ms\"\n")?;
+    let (rt, hog) = load("hog", cfg.clone(), None).await?;
+    assert!(call(&rt, &hog, "eat", json!({"mib": 4})).await?.is_ok());
+    let err = call(&rt, &hog, "eat", json!({"mib": 32}))
+        .await?
+        .err()
+        .context("hog ate past its 16 MiB cap")?;
+    assert!(err.contains("memory limit of 16 MiB"), "{err}");
+
+    let (rt, sleepy) = load("sleepy", cfg, None).await?;
+    let err = call(&rt, &sleepy, "nap_always", json!({"ms": 5000}))
+        .await?
+        .err()
+        .context("sleepy ran past its 300ms timeout")?;
+    assert!(
+        err.contains("TimeoutError") && err.contains("300ms"),
+        "{err}"
+    );
+    Ok(())
+}
