@@ -84,8 +84,10 @@ impl WasiHttpHooks for HttpPolicy {
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send> {
         let _ = fut;
         if !self.allows(request.uri()) {
+            // Only the authority: a query string may carry a secret.
+            let authority = request.uri().authority().map(|a| a.to_string());
             tracing::warn!(
-                uri = %request.uri(),
+                authority = authority.as_deref().unwrap_or("-"),
                 "outbound HTTP denied: host not in allowed_hosts"
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
