@@ -5,6 +5,7 @@
 //! panic or a backtrace. Logs (including guest output and `log` records) go
 //! to stderr; command results go to stdout as JSON.
 
+use crate::config::HostConfig;
 use crate::db::{Database, DbConfig};
 use crate::limits::Limits;
 use crate::plugin::{self, DirLoad};
@@ -24,6 +25,11 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "cairn", version, about)]
 pub struct Cli {
+    /// The grants and per-plugin settings file (see docs/dependencies.md).
+    /// Without it, `./cairn.toml` if it exists; otherwise only `log` and
+    /// `context` are granted.
+    #[arg(long, global = true, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -230,9 +236,11 @@ fn init_tracing() {
 }
 
 async fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    let host_config =
+        || -> Result<Arc<HostConfig>> { Ok(Arc::new(HostConfig::load(cli.config.as_deref())?)) };
     match cli.command {
         Command::Plugins { plugins } => {
-            let (_, load, registry) = load(&plugins).await?;
+            let (_, load, registry) = load(&plugins, host_config()?).await?;
             print_plugins(&load, &registry);
             Ok(std::process::ExitCode::SUCCESS)
         }
@@ -242,7 +250,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             plugins,
             attempt,
             timeout,
-        } => invoke(&action, &args, &plugins, attempt, timeout).await,
+        } => invoke(&action, &args, &plugins, host_config()?, attempt, timeout).await,
         Command::Serve {
             plugins,
             db,
@@ -260,7 +268,11 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 watch: !no_watch,
                 ..ReloadConfig::from_env(&DbConfig::from_env()?.state_dir)?
             };
-            let loader = reload::loader_for(Runtime::new(limits)?, &reload_config);
+            let host_config = host_config()?;
+            let db = db.connect().await?;
+            let loader = reload::loader_for(Runtime::new(limits)?, &reload_config)
+                .with_config(host_config)
+                .with_pool(db.pool().clone());
             let runtime = loader.runtime().clone();
             let registry = Arc::new(Registry::new());
             let reloader =
@@ -271,7 +283,6 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     plugins.display()
                 );
             }
-            let db = db.connect().await?;
             let config = WorkerConfig {
                 concurrency,
                 shutdown_grace,
@@ -460,11 +471,11 @@ fn print_result(row: &ActionResult) -> Result<std::process::ExitCode> {
 
 /// Load a directory and register what loaded (the registry then owns the
 /// plugins); conflicts become rejections.
-async fn load(dir: &std::path::Path) -> Result<(Runtime, DirLoad, Registry)> {
-    load_with(dir, Limits::from_env()?).await
-}
-
-async fn load_with(dir: &std::path::Path, limits: Limits) -> Result<(Runtime, DirLoad, Registry)> {
+async fn load(
+    dir: &std::path::Path,
+    config: Arc<HostConfig>,
+) -> Result<(Runtime, DirLoad, Registry)> {
+    let limits = Limits::from_env()?;
     if !dir.is_dir() {
         bail!(
             "plugin directory `{}` does not exist (pass --plugins DIR)",
@@ -472,7 +483,10 @@ async fn load_with(dir: &std::path::Path, limits: Limits) -> Result<(Runtime, Di
         );
     }
     let runtime = Runtime::new(limits)?;
-    let mut load = plugin::load_dir(&runtime, dir).await?;
+    let mut load = plugin::Loader::new(runtime.clone())
+        .with_config(config)
+        .load_dir(dir)
+        .await?;
     let registry = Registry::new();
     for plugin in std::mem::take(&mut load.plugins) {
         let file = plugin.file.clone();
@@ -493,13 +507,14 @@ async fn load_with(dir: &std::path::Path, limits: Limits) -> Result<(Runtime, Di
 fn print_plugins(load: &DirLoad, registry: &Registry) {
     println!("{:<28} {:<22} {:<14} IMPORTS", "ACTION", "FILE", "DIGEST");
     for (key, handler) in registry.entries() {
-        // The cairn dependencies by name, then how many WASI interfaces
-        // (always linked, denying) the component imports.
+        // The cairn dependencies by name, each marked granted (✓) or not
+        // (✗), then how many WASI interfaces (always linked, denying) the
+        // component imports. Never config values or secrets.
         let plugin = &handler.plugin;
         let mut imports: Vec<String> = plugin
-            .dependencies()
+            .grants()
             .iter()
-            .map(|d| d.to_string())
+            .map(|(d, granted)| format!("{d}{}", if *granted { "✓" } else { "✗" }))
             .collect();
         let wasi = plugin
             .imports
@@ -536,6 +551,7 @@ async fn invoke(
     action: &str,
     args: &str,
     plugins: &std::path::Path,
+    host_config: Arc<HostConfig>,
     attempt: u32,
     timeout: Option<Duration>,
 ) -> Result<std::process::ExitCode> {
@@ -545,7 +561,7 @@ async fn invoke(
         .ok_or_else(|| anyhow!("action `{action}` is not of the form MODULE:NAME"))?;
     let arguments = parse_args(args)?;
 
-    let (runtime, load, registry) = load(plugins).await?;
+    let (runtime, load, registry) = load(plugins, host_config).await?;
     let handler = registry.get(module, name).ok_or_else(|| {
         let mut msg = format!(
             "unknown action `{module}:{name}` in `{}`",

@@ -29,6 +29,7 @@
 pub mod bench;
 pub mod bindings;
 pub mod cli;
+pub mod config;
 pub mod db;
 pub mod deps;
 pub mod limits;

@@ -10,17 +10,23 @@
 //! 3. **compile** with the shared engine, once (off the async executor) —
 //!    or, with a [`Loader`] that has an [`ArtifactCache`], load the artifact
 //!    this host compiled earlier for the same digest and engine;
-//! 4. **link** WASI (denying) plus exactly the dependencies the component
-//!    imports, and keep the resulting `InstancePre`;
-//! 5. **describe**: call `describe` in a throwaway instance under the
+//! 4. **describe**: link WASI (denying) and the imported dependencies
+//!    *inert* (no settings, no database, no allowed hosts: nothing to read,
+//!    nothing reachable), call `describe` in a throwaway instance under the
 //!    sandbox limits, and check the answer (non-empty module, unique action
-//!    names, no `:` in names).
+//!    names, no `:` in names). Grants are keyed by module, which only
+//!    `describe` reveals;
+//! 5. **link** (grant check): every imported dependency must be granted to
+//!    the module in `cairn.toml`, else the plugin is refused with the config
+//!    key that would grant it; then link WASI plus exactly the imported,
+//!    granted dependencies and keep the resulting `InstancePre`.
 //!
 //! A bad file never affects other plugins: [`load_dir`] collects rejections
 //! next to the plugins that loaded.
 
 use crate::bindings::{ActionInfo, PluginInfo, PluginWorldPre};
-use crate::deps;
+use crate::config::HostConfig;
+use crate::deps::{self, PluginDeps};
 use crate::reload::cache::ArtifactCache;
 use crate::runtime::Runtime;
 use crate::sandbox::{self, HostState, Invocation};
@@ -58,6 +64,9 @@ pub struct Plugin {
     /// Every import of the component (WASI and cairn), in order.
     pub imports: Vec<String>,
     pub(crate) pre: PluginWorldPre<HostState>,
+    /// Its settings from `cairn.toml` and the database, for its
+    /// dependencies. `Debug` of the settings redacts secrets.
+    pub(crate) deps: Arc<PluginDeps>,
 }
 
 impl fmt::Debug for Plugin {
@@ -87,10 +96,22 @@ impl Plugin {
 
     /// The `cairn:plugin` dependencies this plugin imports, by short name.
     pub fn dependencies(&self) -> Vec<&'static str> {
-        self.imports
-            .iter()
-            .filter_map(|i| deps::find(i))
-            .map(|d| d.name)
+        let mut names: Vec<&'static str> = Vec::new();
+        for dep in self.imports.iter().filter_map(|i| deps::find(i)) {
+            if !names.contains(&dep.name) {
+                names.push(dep.name);
+            }
+        }
+        names
+    }
+
+    /// Each imported dependency with whether the operator granted it to
+    /// this plugin, e.g. `[("log", true), ("kv", true)]`. A loaded plugin has
+    /// every import granted (else it is refused); the listing shows it.
+    pub fn grants(&self) -> Vec<(&'static str, bool)> {
+        self.dependencies()
+            .into_iter()
+            .map(|d| (d, self.deps.settings.grants(d)))
             .collect()
     }
 
@@ -102,7 +123,16 @@ impl Plugin {
         args: Vec<u8>,
         invocation: &Invocation,
     ) -> Result<Vec<u8>, sandbox::Failure> {
-        sandbox::invoke(runtime, &self.pre, &self.module, action, args, invocation).await
+        sandbox::invoke(
+            runtime,
+            &self.pre,
+            &self.deps,
+            &self.module,
+            action,
+            args,
+            invocation,
+        )
+        .await
     }
 }
 
@@ -223,6 +253,8 @@ pub struct Loader {
     runtime: Runtime,
     cache: Option<Arc<ArtifactCache>>,
     counters: Arc<Counters>,
+    config: Arc<HostConfig>,
+    pool: Option<sqlx::PgPool>,
 }
 
 impl fmt::Debug for Loader {
@@ -241,7 +273,23 @@ impl Loader {
             runtime,
             cache: None,
             counters: Arc::default(),
+            config: Arc::default(),
+            pool: None,
         }
+    }
+
+    /// The same loader, granting dependencies and applying per-plugin
+    /// settings from `config` (without it: only `log` and `context`).
+    pub fn with_config(mut self, config: Arc<HostConfig>) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The same loader, giving plugins' `kv` and `enqueue` this database
+    /// (without it they return an error saying there is none).
+    pub fn with_pool(mut self, pool: sqlx::PgPool) -> Self {
+        self.pool = Some(pool);
+        self
     }
 
     /// The same loader, loading and storing compiled artifacts in `cache`
@@ -308,27 +356,48 @@ impl Loader {
         let imports = check_imports_exports(runtime, &component)
             .map_err(|m| LoadError::new(path, Phase::Validate, m))?;
 
-        let mut linker: Linker<HostState> = Linker::new(runtime.engine());
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| LoadError::new(path, Phase::Link, sandbox::one_line(&e)))?;
+        // Describe before the grant check (grants are keyed by the module,
+        // which only `describe` reveals), with every imported dependency
+        // linked but inert: the describe store has no settings, no
+        // database and no allowed hosts, so `config` finds nothing, `kv`
+        // and `enqueue` fail and `http` is denied. (Trap stubs would do too,
+        // but wasmtime's `define_unknown_imports_as_traps` shadows
+        // semver-matched WASI imports with new resource types.)
+        let link_err =
+            |e: wasmtime::Error| LoadError::new(path, Phase::Link, sandbox::one_line(&e));
+        let pre = base_linker(runtime, path, &imports, |_| true)?
+            .instantiate_pre(&component)
+            .and_then(PluginWorldPre::new)
+            .map_err(link_err)?;
+        let info = describe(runtime, &pre, path).await?;
+
+        let settings = self.config.plugin(&info.module);
         for import in &imports {
             if let Some(dep) = deps::find(import) {
-                (dep.add_to_linker)(&mut linker).map_err(|e| {
-                    LoadError::new(
+                if !settings.grants(dep.name) {
+                    return Err(LoadError::new(
                         path,
                         Phase::Link,
-                        format!("linking `{}`: {}", dep.name, sandbox::one_line(&e)),
-                    )
-                })?;
+                        format!(
+                            "plugin `{module}` ({file}) imports `{interface}`, which is not granted: add \"{name}\" to plugins.{module}.grants in cairn.toml",
+                            module = info.module,
+                            file = display_name(path),
+                            interface = interface_of(import),
+                            name = dep.name,
+                        ),
+                    ));
+                }
             }
         }
-        let instance_pre = linker
+        let linker = base_linker(runtime, path, &imports, |d| settings.grants(d))?;
+        let pre = linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::new(path, Phase::Link, sandbox::one_line(&e)))?;
-        let pre = PluginWorldPre::new(instance_pre)
-            .map_err(|e| LoadError::new(path, Phase::Link, sandbox::one_line(&e)))?;
-
-        let info = describe(runtime, &pre, path).await?;
+            .and_then(PluginWorldPre::new)
+            .map_err(link_err)?;
+        let deps = Arc::new(PluginDeps {
+            settings,
+            pool: self.pool.clone(),
+        });
         Ok(Plugin {
             file: path.to_owned(),
             digest,
@@ -336,6 +405,7 @@ impl Loader {
             actions: info.actions,
             imports,
             pre,
+            deps,
         })
     }
 
@@ -354,6 +424,36 @@ impl Loader {
         }
         Ok(out)
     }
+}
+
+/// A linker with WASI (denying) and every dependency in `imports` that
+/// `granted` allows.
+fn base_linker(
+    runtime: &Runtime,
+    path: &Path,
+    imports: &[String],
+    granted: impl Fn(&str) -> bool,
+) -> Result<Linker<HostState>, LoadError> {
+    let mut linker: Linker<HostState> = Linker::new(runtime.engine());
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(|e| LoadError::new(path, Phase::Link, sandbox::one_line(&e)))?;
+    let mut linked: Vec<&str> = Vec::new();
+    for import in imports {
+        if let Some(dep) = deps::find(import).filter(|d| granted(d.name)) {
+            if linked.contains(&dep.name) {
+                continue;
+            }
+            linked.push(dep.name);
+            (dep.add_to_linker)(&mut linker).map_err(|e| {
+                LoadError::new(
+                    path,
+                    Phase::Link,
+                    format!("linking `{}`: {}", dep.name, sandbox::one_line(&e)),
+                )
+            })?;
+        }
+    }
+    Ok(linker)
 }
 
 /// Distinguish "not wasm" and "core module" from a component up front: the

@@ -33,11 +33,13 @@
 //! the guest reporting its own bug, like a non-retryable error.
 
 use crate::bindings::{ActionError, PluginInfo, PluginWorldPre};
+use crate::deps::PluginDeps;
 use crate::runtime::Runtime;
 use crate::stdio::{GuestOutput, Stream};
 use cairn_payload::{WorkflowDictArgument, WorkflowErrorValue};
 use prost::Message;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
@@ -68,6 +70,20 @@ pub struct HostState {
     table: ResourceTable,
     limiter: MemoryLimiter,
     pub(crate) call: CallContext,
+    /// The calling plugin's settings and database, for the dependencies.
+    pub(crate) deps: Arc<PluginDeps>,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    http_policy: crate::deps::http::HttpPolicy,
+}
+
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
+        }
+    }
 }
 
 impl WasiView for HostState {
@@ -223,6 +239,7 @@ pub struct Invocation {
 pub(crate) async fn invoke(
     runtime: &Runtime,
     pre: &PluginWorldPre<HostState>,
+    deps: &Arc<PluginDeps>,
     module: &str,
     action: &str,
     args: Vec<u8>,
@@ -232,7 +249,7 @@ pub(crate) async fn invoke(
         name: action.to_owned(),
         args,
     };
-    match run(runtime, pre, module, action, invocation, call).await? {
+    match run(runtime, pre, deps, module, action, invocation, call).await? {
         Returned::Invoke(result) => result.map_err(Failure::from_guest),
         Returned::Describe(_) => unreachable!("invoke returns Returned::Invoke"),
     }
@@ -245,7 +262,18 @@ pub(crate) async fn describe(
     label: &str,
     invocation: &Invocation,
 ) -> Result<PluginInfo, Failure> {
-    match run(runtime, pre, label, "describe", invocation, Call::Describe).await? {
+    let deps = Arc::new(PluginDeps::default());
+    match run(
+        runtime,
+        pre,
+        &deps,
+        label,
+        "describe",
+        invocation,
+        Call::Describe,
+    )
+    .await?
+    {
         Returned::Describe(info) => Ok(info),
         Returned::Invoke(_) => unreachable!("describe returns Returned::Describe"),
     }
@@ -268,6 +296,7 @@ enum Returned {
 async fn run(
     runtime: &Runtime,
     pre: &PluginWorldPre<HostState>,
+    deps: &Arc<PluginDeps>,
     module: &str,
     action: &str,
     invocation: &Invocation,
@@ -284,6 +313,15 @@ async fn run(
         .stderr(stderr.clone())
         .build();
 
+    // The plugin's own `timeout` and `memory_mib` narrow the call's budget
+    // and the host-wide memory cap; they never widen them.
+    let invocation = &Invocation {
+        timeout: deps
+            .settings
+            .timeout
+            .map_or(invocation.timeout, |t| t.min(invocation.timeout)),
+        ..invocation.clone()
+    };
     let started = Instant::now();
     let deadline = started + invocation.timeout;
     let context = CallContext {
@@ -293,7 +331,10 @@ async fn run(
         attempt: invocation.attempt,
         deadline: SystemTime::now() + invocation.timeout,
     };
-    let memory_cap = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+    let memory_bytes = deps.settings.memory_mib.map_or(limits.memory_bytes, |mib| {
+        mib.saturating_mul(1 << 20).min(limits.memory_bytes)
+    });
+    let memory_cap = usize::try_from(memory_bytes).unwrap_or(usize::MAX);
     let state = HostState {
         wasi,
         table: ResourceTable::new(),
@@ -302,6 +343,11 @@ async fn run(
             exceeded: false,
         },
         call: context,
+        deps: deps.clone(),
+        http: wasmtime_wasi_http::WasiHttpCtx::new(),
+        http_policy: crate::deps::http::HttpPolicy {
+            allowed_hosts: deps.settings.allowed_hosts.clone().into(),
+        },
     };
     let mut store = Store::new(runtime.engine(), state);
     store.limiter(|s| &mut s.limiter);
@@ -360,7 +406,7 @@ async fn run(
                     "MemoryError",
                     format!(
                         "{what} exceeded the memory limit of {} MiB",
-                        limits.memory_bytes >> 20
+                        memory_bytes >> 20
                     ),
                     traceback,
                     true,

@@ -3,6 +3,7 @@
 //! per area.
 
 mod cli;
+mod deps;
 mod embedded;
 mod pg;
 mod queue;

@@ -10,7 +10,8 @@ use wasmtime::component::HasSelf;
 
 pub(crate) const DEPENDENCY: Dependency = Dependency {
     name: "context",
-    interface: "cairn:plugin/context",
+    interfaces: &["cairn:plugin/context"],
+    version_prefix: super::PACKAGE_VERSION_PREFIX,
     add_to_linker: |linker| context::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s),
 };
 

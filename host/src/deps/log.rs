@@ -16,7 +16,8 @@ const MAX_MESSAGE: usize = 16 * 1024;
 
 pub(crate) const DEPENDENCY: Dependency = Dependency {
     name: "log",
-    interface: "cairn:plugin/log",
+    interfaces: &["cairn:plugin/log"],
+    version_prefix: super::PACKAGE_VERSION_PREFIX,
     add_to_linker: |linker| log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s),
 };
 

@@ -3,39 +3,70 @@
 //! registered, so adding a dependency is one file plus one line.
 //!
 //! Strategy: deny by default. The loader reads a component's imports and
-//! links exactly the dependencies it imports (WASI is always linked, with a
-//! context that denies everything). An import this host does not know is
+//! links exactly the dependencies it imports *and* the operator granted to
+//! it in `cairn.toml` (see [`crate::config`]; `log` and `context` are
+//! granted to all). WASI is always linked, with a context that denies
+//! everything. An import this host does not know, or one not granted, is
 //! refused at load with an error naming it.
+//!
+//! Each store carries its plugin's [`PluginDeps`]: that plugin's settings
+//! and, when the host has a database, the pool `kv` and `enqueue` use.
 
+use crate::config::PluginSettings;
 use crate::sandbox::HostState;
+use sqlx::PgPool;
 use wasmtime::component::Linker;
 
+pub mod config;
 pub mod context;
+pub mod enqueue;
+pub mod http;
+pub mod kv;
 pub mod log;
+
+/// What one plugin's dependencies need from the host: its own settings
+/// (never another plugin's) and the database, if there is one.
+#[derive(Debug, Clone, Default)]
+pub struct PluginDeps {
+    /// The plugin's `[plugins.<module>]` settings.
+    pub settings: PluginSettings,
+    /// The queue's database; `None` for `cairn invoke` (kv and enqueue then
+    /// return an error saying so).
+    pub pool: Option<PgPool>,
+}
 
 /// One host-provided interface.
 pub struct Dependency {
     /// Short name used in configuration and listings, e.g. `log`.
     pub name: &'static str,
-    /// The WIT interface without its version, e.g. `cairn:plugin/log`.
-    pub interface: &'static str,
+    /// The WIT interfaces it provides, without versions, e.g.
+    /// `cairn:plugin/log` (`http` provides two `wasi:http` ones).
+    pub interfaces: &'static [&'static str],
+    /// Versions of those interfaces this host implements, e.g. `0.1.`:
+    /// semver-compatible imports resolve to them.
+    pub version_prefix: &'static str,
     /// Adds this interface's functions to a plugin's linker.
     pub add_to_linker: fn(&mut Linker<HostState>) -> wasmtime::Result<()>,
 }
 
 /// Every dependency this host provides.
-pub const ALL: &[Dependency] = &[log::DEPENDENCY, context::DEPENDENCY];
+pub const ALL: &[Dependency] = &[
+    log::DEPENDENCY,
+    context::DEPENDENCY,
+    config::DEPENDENCY,
+    kv::DEPENDENCY,
+    enqueue::DEPENDENCY,
+    http::DEPENDENCY,
+];
 
 /// The `cairn:plugin` package version this host implements. Imports of any
 /// semver-compatible `0.1.x` resolve to it.
 pub const PACKAGE_VERSION_PREFIX: &str = "0.1.";
 
 /// The dependency a component import name refers to, e.g.
-/// `cairn:plugin/log@0.1.0` → `log`.
+/// `cairn:plugin/log@0.1.0` → `log`, `wasi:http/types@0.2.3` → `http`.
 pub fn find(import: &str) -> Option<&'static Dependency> {
     let (interface, version) = import.split_once('@')?;
-    if !version.starts_with(PACKAGE_VERSION_PREFIX) {
-        return None;
-    }
-    ALL.iter().find(|d| d.interface == interface)
+    ALL.iter()
+        .find(|d| d.interfaces.contains(&interface) && version.starts_with(d.version_prefix))
 }

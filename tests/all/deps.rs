@@ -1,0 +1,474 @@
+//! Dependencies end to end: real example guests, real PostgreSQL (a fresh
+//! database per test), grants and settings from inline `cairn.toml`
+//! snippets. Plugins are loaded with a [`Loader`] given the config and the
+//! pool, and called directly (no queue), except where the test is about the
+//! queue (follow-up enqueue) or the CLI (what it prints).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, ensure, Context, Result};
+use cairn::config::HostConfig;
+use cairn::plugin::{Loader, Plugin};
+use cairn::queue::{ActionStatus, Client, EnqueueRequest};
+use cairn::registry::Registry;
+use cairn::runtime::Runtime;
+use cairn::sandbox::Invocation;
+use cairn::worker::{Worker, WorkerConfig};
+use serde_json::{json, Value};
+
+use crate::pg::fresh_db;
+use crate::support::{cairn, plugin_dir, runtime, wasm};
+
+fn config(toml: &str) -> Result<Arc<HostConfig>> {
+    Ok(Arc::new(HostConfig::parse(toml, Path::new("cairn.toml"))?))
+}
+
+/// Load example plugin `name` (crate name) with `config` and, if given, a
+/// database.
+async fn load(
+    name: &str,
+    config: Arc<HostConfig>,
+    pool: Option<&sqlx::PgPool>,
+) -> Result<(Runtime, Plugin)> {
+    let runtime = runtime();
+    let mut loader = Loader::new(runtime.clone()).with_config(config);
+    if let Some(pool) = pool {
+        loader = loader.with_pool(pool.clone());
+    }
+    let plugin = loader.load_file(&wasm(name)).await?;
+    Ok((runtime, plugin))
+}
+
+/// Call `action` with JSON kwargs; `Ok(result)` or `Err(one-line failure)`.
+async fn call(
+    runtime: &Runtime,
+    plugin: &Plugin,
+    action: &str,
+    args: Value,
+) -> Result<Result<Value, String>> {
+    let arguments = cairn_payload::json::json_to_arguments(&args).map_err(|e| anyhow!("{e}"))?;
+    let invocation = Invocation {
+        action_id: "test".into(),
+        attempt: 1,
+        timeout: Duration::from_secs(10),
+    };
+    let bytes = cairn_payload::encode_arguments(&arguments);
+    Ok(
+        match plugin.invoke(runtime, action, bytes, &invocation).await {
+            Ok(bytes) => Ok(cairn_payload::json::payload_to_json(&bytes)
+                .map_err(|e| anyhow!("{e}"))?["result"]
+                .clone()),
+            Err(failure) => Err(failure.to_string()),
+        },
+    )
+}
+
+#[tokio::test]
+async fn granted_kv_counts_across_calls() -> Result<()> {
+    let db = fresh_db().await?;
+    let cfg = config("[plugins.counter]\ngrants = [\"kv\"]\n")?;
+    let (rt, counter) = load("counter", cfg, Some(&db.pool)).await?;
+    assert_eq!(
+        call(&rt, &counter, "bump", json!({"key": "visits"})).await?,
+        Ok(json!(1))
+    );
+    assert_eq!(
+        call(&rt, &counter, "bump", json!({"key": "visits"})).await?,
+        Ok(json!(2))
+    );
+    assert_eq!(
+        call(&rt, &counter, "peek", json!({"key": "visits"})).await?,
+        Ok(json!(2))
+    );
+    assert_eq!(
+        call(&rt, &counter, "peek", json!({"key": "other"})).await?,
+        Ok(Value::Null)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn missing_grant_refuses_the_load_naming_the_key() -> Result<()> {
+    let err = load("counter", config("")?, None)
+        .await
+        .err()
+        .context("counter loaded without a kv grant")?;
+    let text = err.to_string();
+    assert!(
+        text.contains(
+            "plugin `counter` (counter.wasm) imports `cairn:plugin/kv`, which is not granted: add \"kv\" to plugins.counter.grants in cairn.toml"
+        ),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn kv_is_isolated_between_plugins() -> Result<()> {
+    let db = fresh_db().await?;
+    let cfg = config("[plugins.counter]\ngrants = [\"kv\"]\n")?;
+    let (rt, counter) = load("counter", cfg, Some(&db.pool)).await?;
+    for _ in 0..3 {
+        call(&rt, &counter, "bump", json!({"key": "shared"}))
+            .await?
+            .map_err(|e| anyhow!(e))?;
+    }
+    // The same component under another module's settings: a different
+    // namespace, so the same key starts from scratch.
+    let other = config("[plugins.counter]\ngrants = [\"kv\"]\nkv_namespace = \"other\"\n")?;
+    let (rt2, counter2) = load("counter", other, Some(&db.pool)).await?;
+    assert_eq!(
+        call(&rt2, &counter2, "peek", json!({"key": "shared"})).await?,
+        Ok(Value::Null)
+    );
+    assert_eq!(
+        call(&rt2, &counter2, "bump", json!({"key": "shared"})).await?,
+        Ok(json!(1))
+    );
+    assert_eq!(
+        call(&rt, &counter, "peek", json!({"key": "shared"})).await?,
+        Ok(json!(3))
+    );
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT namespace, key FROM cairn.kv ORDER BY namespace")
+            .fetch_all(&db.pool)
+            .await?;
+    assert_eq!(
+        rows,
+        [
+            ("counter".to_owned(), "shared".to_owned()),
+            ("other".to_owned(), "shared".to_owned())
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn kv_without_a_database_is_a_clear_error() -> Result<()> {
+    let cfg = config("[plugins.counter]\ngrants = [\"kv\"]\n")?;
+    let (rt, counter) = load("counter", cfg, None).await?;
+    let err = call(&rt, &counter, "bump", json!({"key": "k"}))
+        .await?
+        .err()
+        .context("bump succeeded without a database")?;
+    assert!(err.contains("no database"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn secret_is_visible_to_its_plugin_only() -> Result<()> {
+    let cfg = config(
+        "[plugins.secrets]\ngrants = [\"config\"]\n[plugins.secrets.secrets]\ntoken = \"s3cr3t-value\"\n\
+         [plugins.other]\ngrants = [\"config\"]\n[plugins.other.secrets]\nmine = \"not-yours\"\n",
+    )?;
+    ensure!(
+        !format!("{cfg:?}").contains("s3cr3t-value"),
+        "Debug shows a secret"
+    );
+    let (rt, secrets) = load("secrets", cfg, None).await?;
+    assert_eq!(
+        call(&rt, &secrets, "reveal", json!({"key": "token"})).await?,
+        Ok(json!("s3cr3t-value"))
+    );
+    assert_eq!(
+        call(&rt, &secrets, "reveal", json!({"key": "mine"})).await?,
+        Ok(Value::Null)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_logs_or_the_plugins_listing() -> Result<()> {
+    let dir = plugin_dir(&["secrets", "greet"]);
+    let cwd = tempfile::tempdir()?;
+    let file = cwd.path().join("cairn.toml");
+    std::fs::write(
+        &file,
+        "[plugins.secrets]\ngrants = [\"config\"]\n[plugins.secrets.secrets]\ntoken = \"s3cr3t-value\"\n",
+    )?;
+    let listing = cairn()
+        .current_dir(cwd.path())
+        .env("CAIRN_LOG", "trace")
+        .args(["plugins", "--plugins"])
+        .arg(dir.path())
+        .output()?;
+    let (out, err) = (
+        String::from_utf8_lossy(&listing.stdout),
+        String::from_utf8_lossy(&listing.stderr),
+    );
+    ensure!(listing.status.success(), "cairn plugins failed: {err}");
+    assert!(out.contains("config✓"), "{out}");
+    assert!(
+        !out.contains("s3cr3t") && !err.contains("s3cr3t"),
+        "{out}\n{err}"
+    );
+
+    let invoke = cairn()
+        .current_dir(cwd.path())
+        .env("CAIRN_LOG", "trace")
+        .args(["--config"])
+        .arg(&file)
+        .args([
+            "invoke",
+            "secrets:reveal",
+            "--args",
+            r#"{"key":"token"}"#,
+            "--plugins",
+        ])
+        .arg(dir.path())
+        .output()?;
+    let err = String::from_utf8_lossy(&invoke.stderr);
+    ensure!(invoke.status.success(), "cairn invoke failed: {err}");
+    // The action's own result is the one place the plugin chose to put it.
+    assert!(String::from_utf8_lossy(&invoke.stdout).contains("s3cr3t-value"));
+    assert!(!err.contains("s3cr3t"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn secret_from_the_environment_reaches_its_plugin() -> Result<()> {
+    let dir = plugin_dir(&["secrets"]);
+    let cwd = tempfile::tempdir()?;
+    let out = cairn()
+        .current_dir(cwd.path())
+        .env("CAIRN_PLUGIN_SECRETS_GRANTS", "config")
+        .env("CAIRN_PLUGIN_SECRETS_SECRET_TOKEN", "from-env")
+        .args([
+            "invoke",
+            "secrets:reveal",
+            "--args",
+            r#"{"key":"token"}"#,
+            "--plugins",
+        ])
+        .arg(dir.path())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("from-env"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_config_key_is_an_error_naming_it() -> Result<()> {
+    let err = HostConfig::parse(
+        "[plugins.counter]\ngrants = [\"kv\"]\nkv_namspace = \"x\"\n",
+        Path::new("cairn.toml"),
+    )
+    .err()
+    .context("a misspelt key was accepted")?;
+    assert!(format!("{err:#}").contains("kv_namspace"), "{err:#}");
+
+    let dir = plugin_dir(&["greet"]);
+    let cwd = tempfile::tempdir()?;
+    std::fs::write(
+        cwd.path().join("cairn.toml"),
+        "[plugins.greet]\nmemory = 3\n",
+    )?;
+    let out = cairn()
+        .current_dir(cwd.path())
+        .args(["plugins", "--plugins"])
+        .arg(dir.path())
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("memory") && err.contains("cairn.toml"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_grant_name_is_an_error() -> Result<()> {
+    let err = HostConfig::parse(
+        "[plugins.counter]\ngrants = [\"kvv\"]\n",
+        Path::new("cairn.toml"),
+    )
+    .err()
+    .context("an unknown grant was accepted")?;
+    assert!(format!("{err:#}").contains("kvv"), "{err:#}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn dependency_cache_on_and_off_counts_constructions() -> Result<()> {
+    let (rt, plugin) = load("deps_cache", config("")?, None).await?;
+    assert_eq!(
+        call(&rt, &plugin, "count", json!({"cached": true})).await?,
+        Ok(json!(1))
+    );
+    assert_eq!(
+        call(&rt, &plugin, "count", json!({"cached": false})).await?,
+        Ok(json!(2))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn follow_up_enqueue_creates_a_row_a_worker_completes() -> Result<()> {
+    let db = fresh_db().await?;
+    let cfg = config("[plugins.chain]\ngrants = [\"enqueue\"]\n")?;
+    let runtime = runtime();
+    let loader = Loader::new(runtime.clone())
+        .with_config(cfg)
+        .with_pool(db.pool.clone());
+    let registry = Registry::new();
+    for name in ["chain", "greet"] {
+        registry.register_plugin(Arc::new(loader.load_file(&wasm(name)).await?))?;
+    }
+    let client = Client::new(db.pool.clone());
+    let first = client
+        .enqueue(
+            &EnqueueRequest::new("chain", "greet_later").args(
+                &cairn_payload::json::json_to_arguments(
+                    &json!({"name": "Ada", "idempotency_key": "ada"}),
+                )
+                .map_err(|e| anyhow!("{e}"))?,
+            ),
+        )
+        .await?;
+    let worker = Worker::new(
+        runtime,
+        Arc::new(registry),
+        db.pool.clone(),
+        "deps-test".into(),
+        WorkerConfig {
+            poll_interval: Duration::from_millis(50),
+            ..WorkerConfig::default()
+        },
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let row = client.wait(first, Duration::from_secs(30)).await?;
+    ensure!(
+        row.status == ActionStatus::Succeeded,
+        "chain failed: {row:?}"
+    );
+    let follow_up = cairn_payload::json::payload_to_json(row.result.as_deref().unwrap_or_default())
+        .map_err(|e| anyhow!("{e}"))?["result"]
+        .as_i64()
+        .context("greet_later returned no id")?;
+    let greeted = client.wait(follow_up, Duration::from_secs(30)).await?;
+    assert_eq!(
+        (greeted.module.as_str(), greeted.name.as_str()),
+        ("greet", "hello")
+    );
+    assert_eq!(greeted.status, ActionStatus::Succeeded, "{greeted:?}");
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), task).await???;
+    Ok(())
+}
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 answering every request with the
+/// JSON weather `forecast` expects. Returns its address and a counter of
+/// requests it received.
+fn weather_server() -> Result<(String, Arc<std::sync::atomic::AtomicUsize>)> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?.to_string();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = r#"{"summary": "sunny", "temperature_c": 21.5}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Ok((addr, hits))
+}
+
+fn weather_config(api: &str, allowed: &str) -> Result<Arc<HostConfig>> {
+    config(&format!(
+        "[plugins.weather]\ngrants = [\"kv\", \"config\", \"http\"]\nallowed_hosts = [\"{allowed}\"]\n\
+         [plugins.weather.config]\napi_url = \"http://{api}/\"\n\
+         [plugins.weather.secrets]\napi_key = \"k3y\"\n"
+    ))
+}
+
+#[tokio::test]
+async fn http_to_an_allowed_local_host_works() -> Result<()> {
+    let db = fresh_db().await?;
+    let (addr, hits) = weather_server()?;
+    let (rt, weather) = load("weather", weather_config(&addr, &addr)?, Some(&db.pool)).await?;
+    let forecast = call(&rt, &weather, "forecast", json!({"city": "Paris"}))
+        .await?
+        .map_err(|e| anyhow!(e))?;
+    assert_eq!(forecast["summary"], json!("sunny"));
+    assert_eq!(forecast["from_cache"], json!(false));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn http_to_another_host_or_port_is_denied_before_connecting() -> Result<()> {
+    let db = fresh_db().await?;
+    let (allowed, _) = weather_server()?;
+    let (other, other_hits) = weather_server()?;
+    let (rt, weather) = load("weather", weather_config(&other, &allowed)?, Some(&db.pool)).await?;
+    let err = call(&rt, &weather, "forecast", json!({"city": "Paris"}))
+        .await?
+        .err()
+        .context("a request to a host not in allowed_hosts succeeded")?;
+    assert!(err.to_lowercase().contains("denied"), "{err}");
+    assert_eq!(other_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn http_needs_its_own_grant() -> Result<()> {
+    let cfg = config("[plugins.weather]\ngrants = [\"kv\", \"config\"]\n")?;
+    let err = load("weather", cfg, None)
+        .await
+        .err()
+        .context("weather loaded without http")?;
+    assert!(
+        err.to_string()
+            .contains("add \"http\" to plugins.weather.grants in cairn.toml"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn per_plugin_memory_cap_and_timeout_narrow_the_host_limits() -> Result<()> {
+    let cfg = config("[plugins.hog]\nmemory_mib = 16\n\n[plugins.sleepy]\ntimeout = \"300ms\"\n")?;
+    let (rt, hog) = load("hog", cfg.clone(), None).await?;
+    assert!(call(&rt, &hog, "eat", json!({"mib": 4})).await?.is_ok());
+    let err = call(&rt, &hog, "eat", json!({"mib": 32}))
+        .await?
+        .err()
+        .context("hog ate past its 16 MiB cap")?;
+    assert!(err.contains("memory limit of 16 MiB"), "{err}");
+
+    let (rt, sleepy) = load("sleepy", cfg, None).await?;
+    let err = call(&rt, &sleepy, "nap_always", json!({"ms": 5000}))
+        .await?
+        .err()
+        .context("sleepy ran past its 300ms timeout")?;
+    assert!(
+        err.contains("TimeoutError") && err.contains("300ms"),
+        "{err}"
+    );
+    Ok(())
+}
