@@ -417,6 +417,26 @@ async fn http_to_an_allowed_local_host_works() -> Result<()> {
     assert_eq!(forecast["summary"], json!("sunny"));
     assert_eq!(forecast["from_cache"], json!(false));
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // kv from the same guest: the second call is served from the cache
+    // (get + increment), `forget` deletes it, and the next call fetches again.
+    let cached = call(&rt, &weather, "forecast", json!({"city": "Paris"}))
+        .await?
+        .map_err(|e| anyhow!(e))?;
+    assert_eq!(cached["from_cache"], json!(true));
+    assert_eq!(cached["cache_hits"], json!(1));
+    let forgot = call(&rt, &weather, "forget", json!({"city": "Paris"}))
+        .await?
+        .map_err(|e| anyhow!(e))?;
+    assert_eq!(
+        forgot,
+        json!(true),
+        "the cached entry existed and was deleted"
+    );
+    let fetched = call(&rt, &weather, "forecast", json!({"city": "Paris"}))
+        .await?
+        .map_err(|e| anyhow!(e))?;
+    assert_eq!(fetched["from_cache"], json!(false));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
     Ok(())
 }
 
@@ -469,6 +489,103 @@ async fn per_plugin_memory_cap_and_timeout_narrow_the_host_limits() -> Result<()
     assert!(
         err.contains("TimeoutError") && err.contains("300ms"),
         "{err}"
+    );
+    Ok(())
+}
+
+/// A server on 127.0.0.1 that reads one request per connection and then
+/// misbehaves as `respond` does.
+fn misbehaving_server(respond: fn(&mut std::net::TcpStream)) -> Result<String> {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?.to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                respond(&mut stream);
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn http_response_over_the_size_limit_is_cut_off() -> Result<()> {
+    use std::io::Write;
+    let db = fresh_db().await?;
+    let addr = misbehaving_server(|stream| {
+        let len = cairn::deps::http::MAX_RESPONSE_BYTES + (1 << 20);
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+        );
+        let chunk = vec![b' '; 64 * 1024];
+        let mut sent = 0u64;
+        while sent < len {
+            if stream.write_all(&chunk).is_err() {
+                return; // the host hung up: the limit at work
+            }
+            sent += chunk.len() as u64;
+        }
+    })?;
+    let (rt, weather) = load("weather", weather_config(&addr, &addr)?, Some(&db.pool)).await?;
+    let err = call(&rt, &weather, "forecast", json!({"city": "Oslo"}))
+        .await?
+        .err()
+        .context("a body over the limit was accepted")?;
+    assert!(
+        err.to_lowercase().contains("size"),
+        "the failure should name the size limit: {err}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn http_server_that_never_answers_hits_the_first_byte_timeout() -> Result<()> {
+    let db = fresh_db().await?;
+    let addr = misbehaving_server(|_stream| std::thread::sleep(Duration::from_secs(60)))?;
+    let (rt, weather) = load("weather", weather_config(&addr, &addr)?, Some(&db.pool)).await?;
+    let arguments = cairn_payload::json::json_to_arguments(&json!({"city": "Lima"}))
+        .map_err(|e| anyhow!("{e}"))?;
+    // A call budget longer than the HTTP timeout, so the latter must fire.
+    let invocation = Invocation {
+        action_id: "test".into(),
+        attempt: 1,
+        timeout: Duration::from_secs(60),
+    };
+    let started = std::time::Instant::now();
+    let failure = weather
+        .invoke(
+            &rt,
+            "forecast",
+            cairn_payload::encode_arguments(&arguments),
+            &invocation,
+        )
+        .await
+        .err()
+        .context("a server that never answered produced a forecast")?;
+    let waited = started.elapsed();
+    let timeout = cairn::deps::http::FIRST_BYTE_TIMEOUT;
+    assert!(
+        failure.to_string().to_lowercase().contains("timeout"),
+        "{failure}"
+    );
+    assert!(
+        failure.retryable,
+        "a timeout may succeed next time: {failure}"
+    );
+    assert!(
+        waited >= timeout - Duration::from_secs(1) && waited < timeout + Duration::from_secs(10),
+        "gave up after {waited:?}, the first-byte timeout is {timeout:?}"
     );
     Ok(())
 }
