@@ -589,3 +589,37 @@ async fn http_server_that_never_answers_hits_the_first_byte_timeout() -> Result<
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn one_plugins_kv_keys_are_invisible_to_another() -> Result<()> {
+    let db = fresh_db().await?;
+    let (addr, _) = weather_server()?;
+    let (rt, weather) = load("weather", weather_config(&addr, &addr)?, Some(&db.pool)).await?;
+    let (rt2, counter) = load(
+        "counter",
+        config("[plugins.counter]\ngrants = [\"kv\"]\n")?,
+        Some(&db.pool),
+    )
+    .await?;
+    // weather writes `forecast:Paris` and counts hits in `hits:Paris`.
+    for _ in 0..2 {
+        call(&rt, &weather, "forecast", json!({"city": "Paris"}))
+            .await?
+            .map_err(|e| anyhow!(e))?;
+    }
+    // counter asks for the very same keys in its own namespace.
+    assert_eq!(
+        call(&rt2, &counter, "peek", json!({"key": "hits:Paris"})).await?,
+        Ok(Value::Null)
+    );
+    assert_eq!(
+        call(&rt2, &counter, "bump", json!({"key": "hits:Paris"})).await?,
+        Ok(json!(1))
+    );
+    // ...and its write did not touch weather's counter.
+    let third = call(&rt, &weather, "forecast", json!({"city": "Paris"}))
+        .await?
+        .map_err(|e| anyhow!(e))?;
+    assert_eq!(third["cache_hits"], json!(2));
+    Ok(())
+}
