@@ -17,7 +17,8 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "building the example plugins (cargo build --target wasm32-wasip2 --release)"
 (cd examples/plugins && cargo build --target wasm32-wasip2 --release --quiet)
 step "building cairn"
-cargo build --quiet -p cairn
+# The whole workspace, so `cargo test --workspace` reuses the same artifacts.
+cargo build --quiet --workspace
 cairn=target/debug/cairn
 
 # A private plugin directory and state directory (the embedded PostgreSQL's
