@@ -1,13 +1,36 @@
-//! Shared fixtures for the integration tests: the example plugins, built once
-//! per test binary to real wasm32-wasip2 components, and helpers to put a
-//! chosen few into a fresh plugin directory.
+//! The one shared harness of the integration tests:
+//!
+//! * the example plugins, built once per test binary to real wasm32-wasip2
+//!   components, and fresh plugin directories holding a chosen few;
+//! * engines, and [`call`] to run one action in the sandbox;
+//! * [`InProcess`]: a real host ([`cairn::serve::Host`], the same type
+//!   `cairn serve` runs) in this process, on a test database;
+//! * [`until`], the one way tests wait, and [`SOON`], the one bound for
+//!   "should happen promptly".
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use cairn::engine::Engine;
 use cairn::limits::Limits;
-use cairn::runtime::Runtime;
+use cairn::plugin::Plugin;
+use cairn::registry::Registry;
+use cairn::reload::{PluginDir, ReloadConfig};
+use cairn::sandbox::{Failure, Invocation};
+use cairn::serve::{Host, ServeOptions};
+use cairn::worker::WorkerConfig;
+use serde_json::Value;
+use sqlx::PgPool;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Generous bound for anything that should take well under a second: the
+/// machine may be busy with other tests (2 cores, debug build). Every test
+/// uses this one value.
+pub const SOON: Duration = Duration::from_secs(20);
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -66,14 +89,177 @@ pub fn plugin_dir(names: &[&str]) -> tempfile::TempDir {
     dir
 }
 
-/// A runtime with default limits.
-pub fn runtime() -> Runtime {
-    Runtime::new(Limits::default()).expect("creating the runtime")
+/// An engine with default limits.
+pub fn engine() -> Engine {
+    Engine::new(Limits::default()).expect("creating the engine")
 }
 
-/// A runtime with custom limits.
-pub fn runtime_with(limits: Limits) -> Runtime {
-    Runtime::new(limits).expect("creating the runtime")
+/// An engine with custom limits.
+pub fn engine_with(limits: Limits) -> Engine {
+    Engine::new(limits).expect("creating the engine")
+}
+
+/// An invocation of attempt 1 asking for `timeout` (`None`: the action's).
+pub fn invocation(timeout: Option<Duration>) -> Invocation {
+    Invocation {
+        action_id: "test-1".into(),
+        attempt: 1,
+        timeout,
+    }
+}
+
+/// Call `action` of `plugin` with JSON keyword arguments, as the worker
+/// would (the action's own timeout, capped by the plugin's settings).
+/// `Ok(result)` is the decoded `result`, `Err` the failure.
+pub async fn call(
+    engine: &Engine,
+    plugin: &Plugin,
+    action: &str,
+    args: Value,
+) -> Result<Result<Value, Failure>> {
+    call_with(engine, plugin, action, args, invocation(None)).await
+}
+
+/// [`call`] with a chosen invocation.
+pub async fn call_with(
+    engine: &Engine,
+    plugin: &Plugin,
+    action: &str,
+    args: Value,
+    invocation: Invocation,
+) -> Result<Result<Value, Failure>> {
+    let arguments = cairn_payload::json::json_to_arguments(&args).map_err(|e| anyhow!("{e}"))?;
+    let bytes = cairn_payload::encode_arguments(&arguments);
+    Ok(match plugin.invoke(engine, action, bytes, &invocation).await {
+        Ok(payload) => {
+            let json = cairn_payload::json::payload_to_json(&payload).map_err(|e| anyhow!("{e}"))?;
+            Ok(json
+                .get("result")
+                .cloned()
+                .ok_or_else(|| anyhow!("no result key in {json}"))?)
+        }
+        Err(failure) => Err(failure),
+    })
+}
+
+/// Whether a host with this id is registered in `cairn.hosts`.
+pub async fn host_registered(pool: &PgPool, host_id: &str) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM cairn.hosts WHERE host_id = $1)")
+            .bind(host_id)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Worker timings short enough that a test sees its behaviour within a
+/// second or two, long enough not to busy-loop the database.
+pub fn fast_worker() -> WorkerConfig {
+    WorkerConfig {
+        concurrency: 4,
+        lease: Duration::from_secs(2),
+        renew_every: Duration::from_millis(500),
+        rescue_every: Duration::from_millis(200),
+        heartbeat_every: Duration::from_millis(200),
+        poll_interval: Duration::from_millis(50),
+        shutdown_grace: Duration::from_secs(1),
+        ..WorkerConfig::default()
+    }
+}
+
+/// Options for an in-process host serving a fresh directory holding the
+/// named example plugins (returned too: it must outlive the host), not
+/// watching it, without an artifact cache, with `worker` timings.
+pub fn serve_options(plugins: &[&str], worker: WorkerConfig) -> (ServeOptions, tempfile::TempDir) {
+    let dir = plugin_dir(plugins);
+    static N: AtomicU64 = AtomicU64::new(0);
+    let options = ServeOptions {
+        reload: ReloadConfig {
+            watch: false,
+            ..ReloadConfig::default()
+        },
+        worker,
+        host_id: Some(format!("in-process-{}", N.fetch_add(1, Ordering::Relaxed))),
+        ..ServeOptions::new(dir.path())
+    };
+    (options, dir)
+}
+
+/// A real host ([`Host`]) running in this process until
+/// [`stop`](Self::stop)ped or dropped (then aborted).
+pub struct InProcess {
+    /// Its id (lease owner, `cairn.hosts` key).
+    pub host_id: String,
+    /// What it serves.
+    pub registry: Arc<Registry>,
+    /// Its plugin directory as the reloader keeps it.
+    pub plugins: PluginDir,
+    /// The engine it runs calls on.
+    pub engine: Engine,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl InProcess {
+    /// Loads the named example plugins and serves them from `pool` with
+    /// `worker` timings; returns once the host has registered its heartbeat.
+    pub async fn start(pool: &PgPool, plugins: &[&str], worker: WorkerConfig) -> Result<Self> {
+        let (options, dir) = serve_options(plugins, worker);
+        let host = Host::start(options, pool.clone()).await?;
+        Self::run(pool, host, Some(dir)).await
+    }
+
+    /// Runs an already started `host` (loading first, then enqueueing, then
+    /// running is how tests whose timing matters begin); returns once it has
+    /// registered its heartbeat. `dir` is kept alive with it.
+    pub async fn run(pool: &PgPool, host: Host, dir: Option<tempfile::TempDir>) -> Result<Self> {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let host_id = host.host_id().to_owned();
+        let registry = host.registry().clone();
+        let plugins = host.plugin_dir();
+        let engine = host.engine().clone();
+        let task = tokio::spawn(host.run(async move {
+            let _ = stopped.await;
+        }));
+        let started = InProcess {
+            host_id,
+            registry,
+            plugins,
+            engine,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        };
+        until("the in-process host's heartbeat", SOON, || async {
+            Ok(host_registered(pool, &started.host_id).await?.then_some(()))
+        })
+        .await?;
+        Ok(started)
+    }
+
+    /// Signals shutdown and waits (at most `within`) for the host to
+    /// return; returns how long that took.
+    pub async fn stop(mut self, within: Duration) -> Result<Duration> {
+        let began = Instant::now();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take().context("host already stopped")?;
+        tokio::time::timeout(within, task)
+            .await
+            .map_err(|_| anyhow!("the host did not stop within {within:?}"))?
+            .context("the host task panicked")??;
+        Ok(began.elapsed())
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
 }
 
 /// The `cairn` binary under test.

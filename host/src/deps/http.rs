@@ -14,7 +14,7 @@
 //! port: 80 for http, 443 for https); hosts compare case-insensitively. The
 //! call's own deadline still bounds everything.
 
-use super::Dependency;
+use super::{Dependency, PluginDeps};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use std::future::Future;
@@ -42,13 +42,19 @@ pub(crate) const DEPENDENCY: Dependency = Dependency {
     add_to_linker: |linker| wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker),
 };
 
-/// The per-call outbound HTTP policy: the plugin's allowed hosts.
-#[derive(Debug, Clone, Default)]
+/// The per-call outbound HTTP policy: the calling plugin's allowed hosts
+/// (shared with its other calls, not copied per call).
+#[derive(Debug, Clone)]
 pub(crate) struct HttpPolicy {
-    pub(crate) allowed_hosts: Arc<[String]>,
+    deps: Arc<PluginDeps>,
 }
 
 impl HttpPolicy {
+    /// The policy of the plugin whose settings are `deps`.
+    pub(crate) fn new(deps: Arc<PluginDeps>) -> Self {
+        HttpPolicy { deps }
+    }
+
     /// Whether `uri` may be requested.
     fn allows(&self, uri: &http::Uri) -> bool {
         let Some(authority) = uri.authority() else {
@@ -61,7 +67,7 @@ impl HttpPolicy {
             80
         };
         let port = authority.port_u16().unwrap_or(default_port);
-        self.allowed_hosts.iter().any(|entry| {
+        self.deps.settings.allowed_hosts.iter().any(|entry| {
             let entry = entry.to_ascii_lowercase();
             match entry.rsplit_once(':') {
                 Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
@@ -87,8 +93,10 @@ impl WasiHttpHooks for HttpPolicy {
             // Only the authority: a query string may carry a secret.
             let authority = request.uri().authority().map(|a| a.to_string());
             tracing::warn!(
+                plugin = %self.deps.module,
                 authority = authority.as_deref().unwrap_or("-"),
-                "outbound HTTP denied: host not in allowed_hosts"
+                "outbound HTTP denied: host not in plugins.{}.allowed_hosts",
+                self.deps.module
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
@@ -162,9 +170,9 @@ mod tests {
 
     #[test]
     fn allowed_hosts_match_host_and_port() {
-        let policy = HttpPolicy {
-            allowed_hosts: vec!["127.0.0.1:8080".to_owned(), "API.example.com".to_owned()].into(),
-        };
+        let mut deps = PluginDeps::default();
+        deps.settings.allowed_hosts = vec!["127.0.0.1:8080".to_owned(), "API.example.com".to_owned()];
+        let policy = HttpPolicy::new(Arc::new(deps));
         let ok = |u: &str| policy.allows(&u.parse().unwrap());
         assert!(ok("http://127.0.0.1:8080/x"));
         assert!(!ok("http://127.0.0.1:8081/x"));

@@ -4,7 +4,7 @@
 //!
 //! Strategy: deny by default. The loader reads a component's imports and
 //! links exactly the dependencies it imports *and* the operator granted to
-//! it in `cairn.toml` (see [`crate::config`]; `log` and `context` are
+//! it in `cairn.toml` (see [`crate::settings`]; `log` and `context` are
 //! granted to all). WASI is always linked, with a context that denies
 //! everything. An import this host does not know, or one not granted, is
 //! refused at load with an error naming it.
@@ -12,8 +12,8 @@
 //! Each store carries its plugin's [`PluginDeps`]: that plugin's settings
 //! and, when the host has a database, the pool `kv` and `enqueue` use.
 
-use crate::config::PluginSettings;
-use crate::sandbox::HostState;
+use crate::settings::PluginSettings;
+use crate::store::HostState;
 use sqlx::PgPool;
 use wasmtime::component::Linker;
 
@@ -28,6 +28,8 @@ pub mod log;
 /// (never another plugin's) and the database, if there is one.
 #[derive(Debug, Clone, Default)]
 pub struct PluginDeps {
+    /// The plugin's module (whose settings these are), for messages.
+    pub module: String,
     /// The plugin's `[plugins.<module>]` settings.
     pub settings: PluginSettings,
     /// The queue's database; `None` for `cairn invoke` (kv and enqueue then

@@ -1,4 +1,4 @@
-//! `cairn.toml`: which dependencies the operator grants to which plugin, and
+//! The operator's settings file, `cairn.toml`: which dependencies the operator grants to which plugin, and
 //! each plugin's settings (config values, secrets, kv namespace, allowed
 //! outbound hosts, memory cap, timeout).
 //!
@@ -7,7 +7,7 @@
 //! versions. The file is parsed once at startup with
 //! `#[serde(deny_unknown_fields)]`: a misspelt key is an error naming it,
 //! never silently ignored. Environment variables override the file (see
-//! [`HostConfig::apply_env`]); a malformed one is an error naming the
+//! [`Settings::apply_env`]); a malformed one is an error naming the
 //! variable.
 //!
 //! Failure modes: a missing file given explicitly, a parse error, an unknown
@@ -42,7 +42,7 @@ pub const ENV_PREFIX: &str = "CAIRN_PLUGIN_";
 /// The whole `cairn.toml`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HostConfig {
+pub struct Settings {
     /// Per-plugin settings, keyed by module.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginSettings>,
@@ -109,9 +109,11 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A timeout in the grammar shared with the guest SDKs: a unit is required
+/// and zero is refused (a zero budget would time out every call at once).
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
-    crate::cli::parse_duration(&text)
+    cairn_contract::parse_positive_duration(&text)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }
@@ -149,24 +151,28 @@ impl PluginSettings {
         if let Some(key) = self.config.keys().find(|k| self.secrets.contains_key(*k)) {
             bail!("plugins.{module}: `{key}` is both a config value and a secret");
         }
-        if self.memory_mib == Some(0) {
-            bail!("plugins.{module}.memory_mib must be at least 1");
+        match self.memory_mib {
+            Some(0) => bail!("plugins.{module}.memory_mib must be at least 1"),
+            Some(mib) if crate::limits::mib_to_bytes(mib).is_none() => {
+                bail!("plugins.{module}.memory_mib = {mib} is too large")
+            }
+            _ => {}
         }
         Ok(())
     }
 }
 
-impl HostConfig {
+impl Settings {
     /// Parse `text` (the contents of `path`, used in messages) and check it.
     ///
     /// # Errors
     /// A parse error or unknown key (named), an unknown grant, a bad value.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let config: HostConfig = toml::from_str(text).map_err(|e| {
+        let config: Settings = toml::from_str(text).map_err(|e| {
             anyhow!(
                 "{}: {}",
                 path.display(),
-                crate::sandbox::one_line(&e.message())
+                crate::error::one_line(&e.message())
             )
         })?;
         config.check().with_context(|| path.display().to_string())?;
@@ -178,7 +184,7 @@ impl HostConfig {
     /// empty config. Then apply the environment overrides.
     ///
     /// # Errors
-    /// As [`HostConfig::parse`]; a missing explicit file; a bad override.
+    /// As [`Settings::parse`]; a missing explicit file; a bad override.
     pub fn load(explicit: Option<&Path>) -> Result<Self> {
         let path = match explicit {
             Some(p) => Some(p.to_owned()),
@@ -190,7 +196,7 @@ impl HostConfig {
                     .map_err(|e| anyhow!("config file `{}` cannot be read: {e}", path.display()))?;
                 Self::parse(&text, &path)?
             }
-            None => HostConfig::default(),
+            None => Settings::default(),
         };
         config.apply_env(std::env::vars())?;
         Ok(config)
@@ -263,8 +269,10 @@ impl HostConfig {
                         )
                     }
                     "_TIMEOUT" => {
-                        s.timeout =
-                            Some(crate::cli::parse_duration(&value).map_err(|e| anyhow!(e))?)
+                        s.timeout = Some(
+                            cairn_contract::parse_positive_duration(&value)
+                                .map_err(|e| anyhow!(e))?,
+                        )
                     }
                     _ => s.allowed_hosts = list(&value),
                 }
@@ -320,7 +328,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_an_error_naming_it() {
-        let err = HostConfig::parse(
+        let err = Settings::parse(
             "[plugins.counter]\ngrants = [\"kv\"]\ngrant = [\"x\"]\n",
             Path::new("cairn.toml"),
         )
@@ -330,7 +338,7 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_and_env_overrides_apply() -> Result<()> {
-        let mut c = HostConfig::parse(
+        let mut c = Settings::parse(
             "[plugins.deps_cache]\n[plugins.deps_cache.secrets]\ntoken = \"s3cr3t\"\n",
             Path::new("cairn.toml"),
         )?;
@@ -350,5 +358,37 @@ mod tests {
             .apply_env([("CAIRN_PLUGIN_X_BOGUS".into(), "1".into())])
             .is_err());
         Ok(())
+    }
+
+    #[test]
+    fn a_zero_timeout_is_refused_with_one_line_naming_the_file() {
+        let err = Settings::parse("[plugins.sleepy]\ntimeout = \"0s\"\n", Path::new("cairn.toml"))
+            .unwrap_err();
+        let line = crate::error::one_line(&err);
+        assert!(line.starts_with("cairn.toml: "), "{line}");
+        assert!(line.contains("greater than zero"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn a_timeout_without_a_unit_is_refused_from_the_file_and_the_environment() {
+        let err = Settings::parse("[plugins.sleepy]\ntimeout = \"500\"\n", Path::new("cairn.toml"))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("has no unit"), "{err:#}");
+        let mut c = Settings::default();
+        let err = c
+            .apply_env([("CAIRN_PLUGIN_SLEEPY_TIMEOUT".into(), "0ms".into())])
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("CAIRN_PLUGIN_SLEEPY_TIMEOUT"), "{err:#}");
+    }
+
+    #[test]
+    fn a_memory_cap_that_overflows_is_refused() {
+        let err = Settings::parse(
+            "[plugins.hog]\nmemory_mib = 17592186044416\n",
+            Path::new("cairn.toml"),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("too large"), "{err:#}");
     }
 }
