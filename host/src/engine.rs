@@ -116,7 +116,12 @@ mod tests {
             pool_instances: u32::MAX,
             ..Limits::default()
         };
-        let err = Engine::new(limits).err().expect("an overflowing pool is refused");
-        assert!(format!("{err:#}").contains("CAIRN_POOL_INSTANCES"), "{err:#}");
+        let err = Engine::new(limits)
+            .err()
+            .expect("an overflowing pool is refused");
+        assert!(
+            format!("{err:#}").contains("CAIRN_POOL_INSTANCES"),
+            "{err:#}"
+        );
     }
 }

@@ -374,7 +374,10 @@ fn take_file(map: &mut BTreeMap<ActionKey, Arc<ActionHandler>>, file: &Path) -> 
         .filter(|(_, h)| h.plugin.file == file)
         .map(|(k, _)| k.clone())
         .collect();
-    let old_digest = owned.first().and_then(|k| map.get(k)).map(|h| h.plugin.digest);
+    let old_digest = owned
+        .first()
+        .and_then(|k| map.get(k))
+        .map(|h| h.plugin.digest);
     for key in &owned {
         map.remove(key);
     }

@@ -36,10 +36,10 @@
 
 use crate::bindings::exports::cairn::plugin::plugin::Guest;
 use crate::bindings::{ActionError, PluginInfo, PluginWorldPre};
-use crate::deps::PluginDeps;
 use crate::engine::Engine;
 use crate::error::one_line;
 use crate::stdio::{GuestOutput, Stream};
+use crate::store::PluginDeps;
 use crate::store::{CallContext, HostState};
 use cairn_contract::format_duration;
 use cairn_payload::{WorkflowDictArgument, WorkflowErrorValue};
@@ -201,9 +201,16 @@ pub(crate) async fn invoke(
         engine.limits().default_timeout,
     );
     let name = action.to_owned();
-    let returned = run(engine, pre, deps, module, action, invocation, timeout, |plugin, store| {
-        Box::pin(async move { plugin.call_invoke(store, &name, &args).await })
-    })
+    let returned = run(
+        engine,
+        pre,
+        deps,
+        module,
+        action,
+        invocation,
+        timeout,
+        |plugin, store| Box::pin(async move { plugin.call_invoke(store, &name, &args).await }),
+    )
     .await?;
     returned.map_err(Failure::from_guest)
 }
@@ -223,9 +230,16 @@ pub(crate) async fn describe(
         timeout: None,
     };
     let timeout = engine.limits().describe_timeout;
-    run(engine, pre, &deps, label, "describe", &invocation, timeout, |plugin, store| {
-        Box::pin(plugin.call_describe(store))
-    })
+    run(
+        engine,
+        pre,
+        &deps,
+        label,
+        "describe",
+        &invocation,
+        timeout,
+        |plugin, store| Box::pin(plugin.call_describe(store)),
+    )
     .await
 }
 
@@ -392,7 +406,10 @@ fn timeout_failure(what: &str, timeout: Duration) -> Failure {
     Failure::host(
         FailureKind::Timeout,
         "TimeoutError",
-        format!("{what} exceeded its timeout of {}", format_duration(timeout)),
+        format!(
+            "{what} exceeded its timeout of {}",
+            format_duration(timeout)
+        ),
         String::new(),
         true,
     )

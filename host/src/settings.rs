@@ -20,7 +20,6 @@
 //! they expose nothing outside the call itself (its own id, attempt and
 //! deadline; writing to the host's log with fields the guest cannot forge).
 
-use crate::deps;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -138,13 +137,12 @@ impl PluginSettings {
         self.kv_namespace.as_deref().unwrap_or(module)
     }
 
-    fn check(&self, module: &str) -> Result<()> {
+    fn check(&self, module: &str, grantable: &[&str]) -> Result<()> {
         for grant in &self.grants {
-            if deps::ALL.iter().all(|d| d.name != grant) {
-                let known: Vec<_> = deps::ALL.iter().map(|d| d.name).collect();
+            if !grantable.contains(&grant.as_str()) {
                 bail!(
                     "plugins.{module}.grants: unknown dependency `{grant}` (known: {})",
-                    known.join(", ")
+                    grantable.join(", ")
                 );
             }
         }
@@ -163,11 +161,14 @@ impl PluginSettings {
 }
 
 impl Settings {
-    /// Parse `text` (the contents of `path`, used in messages) and check it.
+    /// Parse `text` (the contents of `path`, used in messages) and check it;
+    /// `grants` may name only `grantable` dependencies (pass
+    /// `cairn::deps::names()`: the settings are data and do not know the
+    /// dependencies themselves).
     ///
     /// # Errors
     /// A parse error or unknown key (named), an unknown grant, a bad value.
-    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+    pub fn parse(text: &str, path: &Path, grantable: &[&str]) -> Result<Self> {
         let config: Settings = toml::from_str(text).map_err(|e| {
             anyhow!(
                 "{}: {}",
@@ -175,17 +176,20 @@ impl Settings {
                 crate::error::one_line(&e.message())
             )
         })?;
-        config.check().with_context(|| path.display().to_string())?;
+        config
+            .check(grantable)
+            .with_context(|| path.display().to_string())?;
         Ok(config)
     }
 
     /// Read the config file: `explicit` (from `--config`/`CAIRN_CONFIG`),
     /// which must exist, or else `./cairn.toml` if it exists, or else an
-    /// empty config. Then apply the environment overrides.
+    /// empty config. Then apply the environment overrides. `grantable` as
+    /// for [`Settings::parse`].
     ///
     /// # Errors
     /// As [`Settings::parse`]; a missing explicit file; a bad override.
-    pub fn load(explicit: Option<&Path>) -> Result<Self> {
+    pub fn load(explicit: Option<&Path>, grantable: &[&str]) -> Result<Self> {
         let path = match explicit {
             Some(p) => Some(p.to_owned()),
             None => Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.is_file()),
@@ -194,11 +198,11 @@ impl Settings {
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| anyhow!("config file `{}` cannot be read: {e}", path.display()))?;
-                Self::parse(&text, &path)?
+                Self::parse(&text, &path, grantable)?
             }
             None => Settings::default(),
         };
-        config.apply_env(std::env::vars())?;
+        config.apply_env(std::env::vars(), grantable)?;
         Ok(config)
     }
 
@@ -211,9 +215,15 @@ impl Settings {
     /// * `CAIRN_PLUGIN_<MODULE>_KV_NAMESPACE`, `_MEMORY_MIB`, `_TIMEOUT`,
     ///   `_ALLOWED_HOSTS` (comma-separated) set those keys.
     ///
+    /// Then check the result, `grantable` as for [`Settings::parse`].
+    ///
     /// # Errors
     /// A `CAIRN_PLUGIN_*` variable that matches none of these, or a bad value.
-    pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<()> {
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+        grantable: &[&str],
+    ) -> Result<()> {
         for (name, value) in vars {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -221,7 +231,7 @@ impl Settings {
             self.apply_one(&name, rest, value)
                 .with_context(|| format!("environment variable {name}"))?;
         }
-        self.check()
+        self.check(grantable)
     }
 
     fn apply_one(&mut self, name: &str, rest: &str, value: String) -> Result<()> {
@@ -295,9 +305,9 @@ impl Settings {
         self.plugins.entry(module).or_default()
     }
 
-    fn check(&self) -> Result<()> {
+    fn check(&self, grantable: &[&str]) -> Result<()> {
         for (module, settings) in &self.plugins {
-            settings.check(module)?;
+            settings.check(module, grantable)?;
         }
         Ok(())
     }
@@ -326,11 +336,17 @@ pub fn env_spelling(module: &str) -> String {
 mod tests {
     use super::*;
 
+    /// What the host grants.
+    fn grantable() -> Vec<&'static str> {
+        crate::deps::names()
+    }
+
     #[test]
     fn unknown_key_is_an_error_naming_it() {
         let err = Settings::parse(
             "[plugins.counter]\ngrants = [\"kv\"]\ngrant = [\"x\"]\n",
             Path::new("cairn.toml"),
+            &grantable(),
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("grant"), "{err:#}");
@@ -341,29 +357,37 @@ mod tests {
         let mut c = Settings::parse(
             "[plugins.deps_cache]\n[plugins.deps_cache.secrets]\ntoken = \"s3cr3t\"\n",
             Path::new("cairn.toml"),
+            &grantable(),
         )?;
         assert!(!format!("{c:?}").contains("s3cr3t"));
-        c.apply_env([
-            ("CAIRN_PLUGIN_DEPS_CACHE_GRANTS".into(), "kv, config".into()),
-            ("CAIRN_PLUGIN_DEPS_CACHE_SECRET_API_KEY".into(), "k".into()),
-            ("CAIRN_PLUGIN_WEATHER_TIMEOUT".into(), "2s".into()),
-            ("CAIRN_PLUGINS".into(), "ignored".into()),
-        ])?;
+        c.apply_env(
+            [
+                ("CAIRN_PLUGIN_DEPS_CACHE_GRANTS".into(), "kv, config".into()),
+                ("CAIRN_PLUGIN_DEPS_CACHE_SECRET_API_KEY".into(), "k".into()),
+                ("CAIRN_PLUGIN_WEATHER_TIMEOUT".into(), "2s".into()),
+                ("CAIRN_PLUGINS".into(), "ignored".into()),
+            ],
+            &grantable(),
+        )?;
         let s = c.plugin("deps_cache");
         assert_eq!(s.grants, ["kv", "config"]);
         assert_eq!(s.get("api_key"), Some("k"));
         assert_eq!(s.get("token"), Some("s3cr3t"));
         assert_eq!(c.plugin("weather").timeout, Some(Duration::from_secs(2)));
         assert!(c
-            .apply_env([("CAIRN_PLUGIN_X_BOGUS".into(), "1".into())])
+            .apply_env([("CAIRN_PLUGIN_X_BOGUS".into(), "1".into())], &grantable())
             .is_err());
         Ok(())
     }
 
     #[test]
     fn a_zero_timeout_is_refused_with_one_line_naming_the_file() {
-        let err = Settings::parse("[plugins.sleepy]\ntimeout = \"0s\"\n", Path::new("cairn.toml"))
-            .unwrap_err();
+        let err = Settings::parse(
+            "[plugins.sleepy]\ntimeout = \"0s\"\n",
+            Path::new("cairn.toml"),
+            &grantable(),
+        )
+        .unwrap_err();
         let line = crate::error::one_line(&err);
         assert!(line.starts_with("cairn.toml: "), "{line}");
         assert!(line.contains("greater than zero"), "{line}");
@@ -372,14 +396,24 @@ mod tests {
 
     #[test]
     fn a_timeout_without_a_unit_is_refused_from_the_file_and_the_environment() {
-        let err = Settings::parse("[plugins.sleepy]\ntimeout = \"500\"\n", Path::new("cairn.toml"))
-            .unwrap_err();
+        let err = Settings::parse(
+            "[plugins.sleepy]\ntimeout = \"500\"\n",
+            Path::new("cairn.toml"),
+            &grantable(),
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("has no unit"), "{err:#}");
         let mut c = Settings::default();
         let err = c
-            .apply_env([("CAIRN_PLUGIN_SLEEPY_TIMEOUT".into(), "0ms".into())])
+            .apply_env(
+                [("CAIRN_PLUGIN_SLEEPY_TIMEOUT".into(), "0ms".into())],
+                &grantable(),
+            )
             .unwrap_err();
-        assert!(format!("{err:#}").contains("CAIRN_PLUGIN_SLEEPY_TIMEOUT"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("CAIRN_PLUGIN_SLEEPY_TIMEOUT"),
+            "{err:#}"
+        );
     }
 
     #[test]
@@ -387,6 +421,7 @@ mod tests {
         let err = Settings::parse(
             "[plugins.hog]\nmemory_mib = 17592186044416\n",
             Path::new("cairn.toml"),
+            &grantable(),
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("too large"), "{err:#}");

@@ -3,16 +3,19 @@
 //! One call gets one store (see [`crate::sandbox`]), so everything here is
 //! per call: the denying WASI context, the resource table, the memory
 //! limiter, who is being called ([`CallContext`]) and the calling plugin's
-//! own settings ([`PluginDeps`]). The dependencies in [`crate::deps`]
+//! own settings ([`PluginDeps`]). The dependencies in `crate::deps`
 //! implement their WIT interfaces on [`HostState`] and read only these
-//! fields, so a plugin can reach nothing that is not in its own store.
+//! fields, so a plugin can reach nothing that is not in its own store. This
+//! module is data only: it imports none of the dependencies it carries
+//! settings for (the outbound-HTTP policy's behaviour, for instance, lives
+//! with `http`, on [`HttpHooks`]).
 //!
 //! Failure modes: the limiter refuses growth past the cap and remembers it did,
 //! so that the sandbox reports the trap that follows as `MemoryError` rather
 //! than as an anonymous trap.
 
-use crate::deps::http::HttpPolicy;
-use crate::deps::PluginDeps;
+use crate::settings::PluginSettings;
+use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::SystemTime;
 use wasmtime::component::ResourceTable;
@@ -33,17 +36,38 @@ pub struct CallContext {
     pub deadline: SystemTime,
 }
 
+/// What one plugin's dependencies need from the host: its own settings
+/// (never another plugin's) and the database, if there is one. Shared by
+/// all of the plugin's calls.
+#[derive(Debug, Clone, Default)]
+pub struct PluginDeps {
+    /// The plugin's module (whose settings these are), for messages.
+    pub module: String,
+    /// The plugin's `[plugins.<module>]` settings.
+    pub settings: PluginSettings,
+    /// The queue's database; `None` for `cairn invoke` (kv and enqueue then
+    /// return an error saying so).
+    pub pool: Option<PgPool>,
+}
+
+/// The outbound-HTTP hooks of one call: the calling plugin's settings
+/// (its `allowed_hosts`). `crate::deps::http` gives it its behaviour.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpHooks {
+    pub(crate) deps: Arc<PluginDeps>,
+}
+
 /// The data of one call's store.
 pub struct HostState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     /// Who is being called.
     pub(crate) call: CallContext,
     /// The calling plugin's settings and database, for the dependencies.
     pub(crate) deps: Arc<PluginDeps>,
-    http: wasmtime_wasi_http::WasiHttpCtx,
-    http_policy: HttpPolicy,
+    pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
+    pub(crate) http_hooks: HttpHooks,
 }
 
 impl HostState {
@@ -56,7 +80,7 @@ impl HostState {
         deps: Arc<PluginDeps>,
         memory_cap: usize,
     ) -> Self {
-        let http_policy = HttpPolicy::new(deps.clone());
+        let http_hooks = HttpHooks { deps: deps.clone() };
         HostState {
             wasi,
             table: ResourceTable::new(),
@@ -67,17 +91,7 @@ impl HostState {
             call,
             deps,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
-            http_policy,
-        }
-    }
-}
-
-impl wasmtime_wasi_http::WasiHttpView for HostState {
-    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
-        wasmtime_wasi_http::WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.http_policy,
+            http_hooks,
         }
     }
 }

@@ -180,12 +180,7 @@ pub async fn run(db: &Database, options: &Options) -> Result<Report> {
     outcome
 }
 
-async fn measure(
-    db: &Database,
-    options: &Options,
-    template: &[u8],
-    work: &Path,
-) -> Result<Report> {
+async fn measure(db: &Database, options: &Options, template: &[u8], work: &Path) -> Result<Report> {
     let rounds = options.rounds.max(1) as u32;
     let (swap, warm_compilations) = swap_phase(template, work, rounds).await?;
     let serving = serving_phase(db, options, template, work, rounds).await?;
@@ -238,8 +233,8 @@ async fn swap_phase(template: &[u8], work: &Path, rounds: u32) -> Result<(Landin
     let mut config = ReloadConfig::from_env(work)?;
     config.cache_dir = Some(cache);
     config.watch = true;
-    let loader = Loader::new(Engine::new(Limits::from_env()?)?)
-        .with_cache_dir(config.cache_dir.as_deref());
+    let loader =
+        Loader::new(Engine::new(Limits::from_env()?)?).with_cache_dir(config.cache_dir.as_deref());
     ensure!(
         loader.cache().is_some(),
         "bench-reload: the artifact cache did not open"

@@ -248,7 +248,10 @@ fn init_tracing() {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let settings = || -> Result<Arc<Settings>> { Ok(Arc::new(Settings::load(cli.config.as_deref())?)) };
+    let settings = || -> Result<Arc<Settings>> {
+        let grantable = crate::deps::names();
+        Ok(Arc::new(Settings::load(cli.config.as_deref(), &grantable)?))
+    };
     match cli.command {
         Command::Plugins { plugins } => plugins::list(&plugins, settings()?).await,
         Command::Invoke {
@@ -302,8 +305,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             wait_timeout,
             db,
         } => {
-            let mut request = crate::queue::EnqueueRequest::for_action(&action)
-                .args(&queue::parse_args(&args)?);
+            let mut request =
+                crate::queue::EnqueueRequest::for_action(&action).args(&queue::parse_args(&args)?);
             request.delay = delay;
             request.max_attempts = max_attempts;
             request.idempotency_key = idempotency_key;

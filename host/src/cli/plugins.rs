@@ -79,24 +79,29 @@ pub(super) async fn invoke(
 ) -> Result<ExitCode> {
     let arguments = super::queue::parse_args(args)?;
     let loaded = load(dir, settings).await?;
-    let handler = loaded.registry().snapshot().get(action).cloned().ok_or_else(|| {
-        let mut msg = format!("unknown action `{action}` in `{}`", dir.display());
-        let rejected: Vec<String> = loaded
-            .reloader
-            .files()
-            .iter()
-            .filter(|f| f.rejected.is_some())
-            .map(|f| display_name(&f.file))
-            .collect();
-        if !rejected.is_empty() {
-            msg.push_str(&format!(
-                " ({} plugin file(s) rejected: {})",
-                rejected.len(),
-                rejected.join(", ")
-            ));
-        }
-        anyhow!(msg)
-    })?;
+    let handler = loaded
+        .registry()
+        .snapshot()
+        .get(action)
+        .cloned()
+        .ok_or_else(|| {
+            let mut msg = format!("unknown action `{action}` in `{}`", dir.display());
+            let rejected: Vec<String> = loaded
+                .reloader
+                .files()
+                .iter()
+                .filter(|f| f.rejected.is_some())
+                .map(|f| display_name(&f.file))
+                .collect();
+            if !rejected.is_empty() {
+                msg.push_str(&format!(
+                    " ({} plugin file(s) rejected: {})",
+                    rejected.len(),
+                    rejected.join(", ")
+                ));
+            }
+            anyhow!(msg)
+        })?;
 
     let invocation = Invocation {
         action_id: format!("invoke-{}", std::process::id()),

@@ -28,13 +28,14 @@
 pub mod cache;
 
 use crate::bindings::{ActionInfo, PluginInfo, PluginWorldPre};
-use crate::deps::{self, PluginDeps};
+use crate::deps;
 use crate::engine::Engine;
 use crate::error::one_line;
 use crate::key::Digest;
 use crate::sandbox::{self, Invocation};
 use crate::settings::Settings;
 use crate::store::HostState;
+use crate::store::PluginDeps;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -390,8 +391,7 @@ impl Loader {
         // and `enqueue` fail and `http` is denied. (Trap stubs would do too,
         // but wasmtime's `define_unknown_imports_as_traps` shadows
         // semver-matched WASI imports with new resource types.)
-        let link_err =
-            |e: wasmtime::Error| LoadError::new(path, LoadPhase::Link, one_line(&e));
+        let link_err = |e: wasmtime::Error| LoadError::new(path, LoadPhase::Link, one_line(&e));
         let pre = base_linker(engine, path, &imports, |_| true)?
             .instantiate_pre(&component)
             .and_then(PluginWorldPre::new)

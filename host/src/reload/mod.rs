@@ -362,7 +362,7 @@ impl Reloader {
     }
 
     /// A view of the directory that stays valid while the reloader runs on
-    /// elsewhere (e.g. after a [`Host`](crate::serve::Host) took it to run).
+    /// elsewhere (e.g. after the host that started it took it to run).
     pub fn dir(&self) -> PluginDir {
         PluginDir {
             inner: self.inner.clone(),
