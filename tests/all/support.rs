@@ -5,27 +5,35 @@
 //! * engines, and [`call`] to run one action in the sandbox;
 //! * [`InProcess`]: a real host ([`cairn::serve::Host`], the same type
 //!   `cairn serve` runs) in this process, on a test database;
+//! * [`Serve`]: a real `cairn serve` child process, for tests about
+//!   processes (signals, kills, several hosts) or the binary itself;
+//! * the queries tests make of what hosts publish: [`host_registered`],
+//!   [`host_keys`], [`host_ids`], and [`last_finished_claim`] (when a host
+//!   last looked at the queue);
 //! * [`until`], the one way tests wait, and [`SOON`], the one bound for
 //!   "should happen promptly".
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use cairn::engine::Engine;
 use cairn::limits::Limits;
 use cairn::plugin::Plugin;
-use cairn::registry::Registry;
 use cairn::reload::{PluginDir, ReloadConfig};
 use cairn::sandbox::{Failure, Invocation};
 use cairn::serve::{Host, ServeOptions};
 use cairn::worker::WorkerConfig;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::pg::TestDb;
 
 /// Generous bound for anything that should take well under a second: the
 /// machine may be busy with other tests (2 cores, debug build). Every test
@@ -130,16 +138,19 @@ pub async fn call_with(
 ) -> Result<Result<Value, Failure>> {
     let arguments = cairn_payload::json::json_to_arguments(&args).map_err(|e| anyhow!("{e}"))?;
     let bytes = cairn_payload::encode_arguments(&arguments);
-    Ok(match plugin.invoke(engine, action, bytes, &invocation).await {
-        Ok(payload) => {
-            let json = cairn_payload::json::payload_to_json(&payload).map_err(|e| anyhow!("{e}"))?;
-            Ok(json
-                .get("result")
-                .cloned()
-                .ok_or_else(|| anyhow!("no result key in {json}"))?)
-        }
-        Err(failure) => Err(failure),
-    })
+    Ok(
+        match plugin.invoke(engine, action, bytes, &invocation).await {
+            Ok(payload) => {
+                let json =
+                    cairn_payload::json::payload_to_json(&payload).map_err(|e| anyhow!("{e}"))?;
+                Ok(json
+                    .get("result")
+                    .cloned()
+                    .ok_or_else(|| anyhow!("no result key in {json}"))?)
+            }
+            Err(failure) => Err(failure),
+        },
+    )
 }
 
 /// Whether a host with this id is registered in `cairn.hosts`.
@@ -150,6 +161,64 @@ pub async fn host_registered(pool: &PgPool, host_id: &str) -> Result<bool> {
             .fetch_one(pool)
             .await?,
     )
+}
+
+/// The actions host `host_id` lists in `cairn.hosts` (none if it is not
+/// registered).
+pub async fn host_keys(pool: &PgPool, host_id: &str) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT actions FROM cairn.hosts WHERE host_id = $1")
+            .bind(host_id)
+            .fetch_optional(pool)
+            .await?
+            .unwrap_or_default(),
+    )
+}
+
+/// Every host id in `cairn.hosts`.
+pub async fn host_ids(pool: &PgPool) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT host_id FROM cairn.hosts ORDER BY host_id")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// When (database clock) the latest claim statement that has *finished* on
+/// this database started, as `pg_stat_activity` shows it: a host looked at
+/// the queue then and took what it serves. `None` if no connection's last
+/// statement is a finished claim.
+///
+/// Tests that check that a row is *not* claimed wait for a claim that
+/// started after the row was enqueued (an observable event) instead of
+/// sleeping for a few poll intervals.
+pub async fn last_finished_claim(pool: &PgPool) -> Result<Option<DateTime<Utc>>> {
+    Ok(sqlx::query_scalar(
+        "SELECT max(query_start) FROM pg_stat_activity
+         WHERE datname = current_database() AND state = 'idle'
+           AND query LIKE '%FROM cairn.claim(%'",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The database's clock now.
+pub async fn db_now(pool: &PgPool) -> Result<DateTime<Utc>> {
+    Ok(sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(pool)
+        .await?)
+}
+
+/// Waits until a claim that started after `since` (database clock) has
+/// finished: see [`last_finished_claim`].
+pub async fn claimed_since(pool: &PgPool, since: DateTime<Utc>) -> Result<()> {
+    until("a claim after the rows arrived", SOON, || async {
+        Ok(last_finished_claim(pool)
+            .await?
+            .filter(|at| *at > since)
+            .map(|_| ()))
+    })
+    .await
 }
 
 /// Worker timings short enough that a test sees its behaviour within a
@@ -190,12 +259,9 @@ pub fn serve_options(plugins: &[&str], worker: WorkerConfig) -> (ServeOptions, t
 pub struct InProcess {
     /// Its id (lease owner, `cairn.hosts` key).
     pub host_id: String,
-    /// What it serves.
-    pub registry: Arc<Registry>,
-    /// Its plugin directory as the reloader keeps it.
+    /// Its plugin directory as the reloader keeps it: files, loader (and
+    /// its engine), registry, events.
     pub plugins: PluginDir,
-    /// The engine it runs calls on.
-    pub engine: Engine,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -205,9 +271,29 @@ impl InProcess {
     /// Loads the named example plugins and serves them from `pool` with
     /// `worker` timings; returns once the host has registered its heartbeat.
     pub async fn start(pool: &PgPool, plugins: &[&str], worker: WorkerConfig) -> Result<Self> {
+        let (host, dir) = Self::load(pool, plugins, worker).await?;
+        Self::run(pool, host, Some(dir)).await
+    }
+
+    /// A host that has loaded the named example plugins (every one of them:
+    /// a rejection is an error) with `worker` timings, not yet running:
+    /// loading compiles the components, which can take seconds, so tests
+    /// whose timing matters load, then enqueue, then [`run`](Self::run).
+    pub async fn load(
+        pool: &PgPool,
+        plugins: &[&str],
+        worker: WorkerConfig,
+    ) -> Result<(Host, tempfile::TempDir)> {
         let (options, dir) = serve_options(plugins, worker);
         let host = Host::start(options, pool.clone()).await?;
-        Self::run(pool, host, Some(dir)).await
+        let rejected: Vec<_> = host
+            .plugin_dir()
+            .files()
+            .into_iter()
+            .filter_map(|f| f.rejected)
+            .collect();
+        ensure!(rejected.is_empty(), "plugins rejected: {rejected:?}");
+        Ok((host, dir))
     }
 
     /// Runs an already started `host` (loading first, then enqueueing, then
@@ -216,17 +302,13 @@ impl InProcess {
     pub async fn run(pool: &PgPool, host: Host, dir: Option<tempfile::TempDir>) -> Result<Self> {
         let (stop, stopped) = oneshot::channel::<()>();
         let host_id = host.host_id().to_owned();
-        let registry = host.registry().clone();
         let plugins = host.plugin_dir();
-        let engine = host.engine().clone();
         let task = tokio::spawn(host.run(async move {
             let _ = stopped.await;
         }));
         let started = InProcess {
             host_id,
-            registry,
             plugins,
-            engine,
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
@@ -258,6 +340,131 @@ impl Drop for InProcess {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
             task.abort();
+        }
+    }
+}
+
+/// A `cairn serve` child on a test database. Killed (SIGKILL) when dropped,
+/// so a failing test leaves no host behind. Its stderr (the logs) is
+/// collected as it comes.
+pub struct Serve {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    _plugins: tempfile::TempDir,
+    /// Its working directory, so that whatever it keeps under `./.cairn`
+    /// goes away with it.
+    _cwd: tempfile::TempDir,
+}
+
+impl Serve {
+    /// Starts `cairn serve` with the named example plugins, `--lease 2s
+    /// --shutdown-grace 1s`; returns once the host has registered itself.
+    pub async fn start(db: &TestDb, plugins: &[&str]) -> Result<Self> {
+        Self::start_in(db, plugin_dir(plugins), &[]).await
+    }
+
+    /// Starts `cairn serve` on the plugin directory `plugins` with `--lease
+    /// 2s --shutdown-grace 1s` and `extra` arguments; returns once the host
+    /// has registered itself.
+    pub async fn start_in(db: &TestDb, plugins: tempfile::TempDir, extra: &[&str]) -> Result<Self> {
+        let cwd = tempfile::tempdir()?;
+        let mut child = cairn()
+            .current_dir(cwd.path())
+            .arg("serve")
+            .arg("--plugins")
+            .arg(plugins.path())
+            .args(["--database-url", &db.url])
+            .args(["--lease", "2s", "--shutdown-grace", "1s"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning cairn serve")?;
+        let pipe = child.stderr.take().context("no stderr pipe")?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut all = sink.lock().unwrap_or_else(|p| p.into_inner());
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let mut serve = Serve {
+            child,
+            stderr,
+            reader: Some(reader),
+            _plugins: plugins,
+            _cwd: cwd,
+        };
+        // Loading compiles the components: slow in a debug build on a busy
+        // machine.
+        let limit = Duration::from_secs(30);
+        let tag = format!("-{}-", serve.child.id());
+        let registered = until("cairn serve to register", limit, || {
+            let exited = serve.child.try_wait();
+            let (tag, pool) = (&tag, &db.pool);
+            async move {
+                if let Some(status) = exited? {
+                    bail!("cairn serve exited early ({status})");
+                }
+                let ids = host_ids(pool).await?;
+                Ok(ids.iter().any(|id| id.contains(tag)).then_some(()))
+            }
+        })
+        .await;
+        registered.with_context(|| serve.stderr_text())?;
+        Ok(serve)
+    }
+
+    /// Whether `owner` (a lease owner or host id, `hostname-PID-...`) is
+    /// this child.
+    pub fn is(&self, owner: &str) -> bool {
+        owner.contains(&format!("-{}-", self.child.id()))
+    }
+
+    /// Sends `signal` to the child.
+    pub fn signal(&self, signal: libc::c_int) -> Result<()> {
+        let pid = libc::pid_t::try_from(self.child.id())?;
+        // SAFETY: plain kill(2) on our own child, which we have not reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        ensure!(rc == 0, "kill({pid}, {signal}) failed");
+        Ok(())
+    }
+
+    /// Waits (at most `limit`) for the child to exit.
+    pub async fn exit_within(&mut self, limit: Duration) -> Result<ExitStatus> {
+        let exited = until("cairn serve to exit", limit, || {
+            let status = self.child.try_wait();
+            async move { Ok(status?) }
+        })
+        .await;
+        let status = exited.with_context(|| self.stderr_text())?;
+        // The pipe closes at exit: let the reader take the last lines.
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        Ok(status)
+    }
+
+    /// Everything the child logged so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
     }
 }
