@@ -14,7 +14,7 @@ use cairn::queue::{
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::pg::fresh_db;
+use crate::pg::{fresh_db, TestDb};
 use crate::support::{until, SOON};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -687,18 +687,61 @@ async fn requeue_notifies_idle_hosts_on_cairn_actions() -> Result<()> {
     Ok(())
 }
 
+/// A client on a pool of its own whose connections name themselves
+/// `application_name`, so that `pg_stat_activity` shows what its `wait` is
+/// doing: [`last_read`] tells when it last read the rows it waits for.
+async fn observed_client(db: &TestDb, application_name: &str) -> Result<Client> {
+    let options = (*db.pool.connect_options())
+        .clone()
+        .application_name(application_name);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await?;
+    Ok(Client::new(pool))
+}
+
+/// When (database clock) the latest *finished* read of rows by the client
+/// named `application_name` started: `wait` reads once after it LISTENs,
+/// then again on each notification for its rows and on each poll.
+async fn last_read(pool: &PgPool, application_name: &str) -> Result<Option<DateTime<Utc>>> {
+    Ok(sqlx::query_scalar(
+        "SELECT max(query_start) FROM pg_stat_activity
+         WHERE application_name = $1 AND state = 'idle'
+           AND query LIKE '%FROM cairn.actions WHERE id = ANY%'",
+    )
+    .bind(application_name)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Starts `wait` for row `id` on a client named `name` and returns it once
+/// that wait has read the row for the first time (still unfinished, as the
+/// caller has not finished it), with when that read started.
+async fn waiting_on(
+    db: &TestDb,
+    name: &str,
+    id: i64,
+) -> Result<(
+    tokio::task::JoinHandle<Result<queue::ActionResult>>,
+    DateTime<Utc>,
+)> {
+    let client = observed_client(db, name).await?;
+    let waiter = tokio::spawn(async move { client.wait(id, SOON).await });
+    let read = until("the waiter's first read", SOON, || async {
+        last_read(&db.pool, name).await
+    })
+    .await?;
+    Ok((waiter, read))
+}
+
 #[tokio::test]
-async fn wait_returns_when_the_row_completes() -> Result<()> {
+async fn wait_is_woken_by_the_completion_notification_before_its_poll() -> Result<()> {
     let db = fresh_db().await?;
     let client = Client::new(db.pool.clone());
     let id = client.enqueue(&EnqueueRequest::new("m", "a")).await?;
-    let waiter = {
-        let client = client.clone();
-        tokio::spawn(async move { client.wait(id, SOON).await })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (waiter, first_read) = waiting_on(&db, "wait-notified", id).await?;
     claim_all(&db.pool, "h", &[("m", "a")]).await?;
-    let started = std::time::Instant::now();
     queue::complete(
         &db.pool,
         "h",
@@ -706,11 +749,48 @@ async fn wait_returns_when_the_row_completes() -> Result<()> {
     )
     .await?;
     let row = waiter.await??;
+    let returned = Utc::now();
     ensure!(row.status == ActionStatus::Succeeded && row.result.as_deref() == Some(&b"done"[..]));
+    // Without the notification the next read is the poll, a whole poll
+    // interval after the first read ended; only the notification can
+    // bring the row back sooner (the companion test below shows it).
+    let poll = chrono::TimeDelta::from_std(queue::defaults::POLL_INTERVAL)?;
     ensure!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
+        returned < first_read + poll,
+        "wait returned {} ms after its first read, not before its {} ms poll: \
+         the completion's notification did not wake it",
+        (returned - first_read).num_milliseconds(),
+        poll.num_milliseconds()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn wait_without_the_notification_still_returns_at_its_poll() -> Result<()> {
+    let db = fresh_db().await?;
+    // Break the notification: no `cairn_results` when a row finishes.
+    sqlx::query("DROP TRIGGER actions_notify_finished ON cairn.actions")
+        .execute(&db.pool)
+        .await?;
+    let client = Client::new(db.pool.clone());
+    let id = client.enqueue(&EnqueueRequest::new("m", "a")).await?;
+    let (waiter, first_read) = waiting_on(&db, "wait-polling", id).await?;
+    claim_all(&db.pool, "h", &[("m", "a")]).await?;
+    queue::complete(
+        &db.pool,
+        "h",
+        &[Completion::succeeded(id, b"done".to_vec())],
+    )
+    .await?;
+    let row = waiter.await??;
+    let returned = Utc::now();
+    ensure!(row.status == ActionStatus::Succeeded && row.result.as_deref() == Some(&b"done"[..]));
+    let poll = chrono::TimeDelta::from_std(queue::defaults::POLL_INTERVAL)?;
+    ensure!(
+        returned >= first_read + poll,
+        "wait returned {} ms after its first read, before its {} ms poll, with no notification",
+        (returned - first_read).num_milliseconds(),
+        poll.num_milliseconds()
     );
     Ok(())
 }
@@ -747,14 +827,37 @@ async fn wait_many_returns_every_row_once_all_are_finished() -> Result<()> {
     let client = Client::new(db.pool.clone());
     let requests: Vec<_> = (0..5).map(|_| EnqueueRequest::new("m", "a")).collect();
     let ids = client.enqueue_many(&requests).await?;
+    let name = "wait-many";
     let waiter = {
-        let (client, ids) = (client.clone(), ids.clone());
+        let (client, ids) = (observed_client(&db, name).await?, ids.clone());
         tokio::spawn(async move { client.wait_many(&ids, SOON).await })
     };
+    until("the waiter's first read", SOON, || async {
+        last_read(&db.pool, name).await
+    })
+    .await?;
     let claimed = claim_all(&db.pool, "h", &[("m", "a")]).await?;
-    for c in &claimed {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    ensure!(claimed.len() == 5, "{claimed:?}");
+    // One row at a time; the waiter reads again after each and keeps
+    // waiting while any is unfinished.
+    for (i, c) in claimed.iter().enumerate() {
         queue::complete(&db.pool, "h", &[Completion::failed(c.id, vec![c.id as u8])]).await?;
+        if i + 1 == claimed.len() {
+            break;
+        }
+        let completed = crate::support::db_now(&db.pool).await?;
+        until("the waiter to read the completion", SOON, || async {
+            Ok(last_read(&db.pool, name)
+                .await?
+                .filter(|at| *at > completed)
+                .map(|_| ()))
+        })
+        .await?;
+        ensure!(
+            !waiter.is_finished(),
+            "wait_many returned with {} of 5 rows finished",
+            i + 1
+        );
     }
     let rows = waiter.await??;
     ensure!(
