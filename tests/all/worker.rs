@@ -889,3 +889,117 @@ async fn lost_lease_abandons_the_attempt_and_frees_capacity() -> Result<()> {
     worker.stop(SOON).await?;
     Ok(())
 }
+
+/// `cairn.claim` as another host might re-implement it, wrongly: it ignores
+/// `max_rows` and claims every due row it serves. It logs what it was asked
+/// for and what it returned in `claim_log`, so a test can see the over-claim
+/// happened. Same signature as `migrations/0002`'s, so the worker calls it.
+const GREEDY_CLAIM: &str = r#"
+CREATE TABLE claim_log (asked integer NOT NULL, returned bigint NOT NULL);
+CREATE OR REPLACE FUNCTION cairn.claim(
+    owner text,
+    max_rows integer,
+    lease_ms bigint,
+    modules text[],
+    names text[],
+    max_attempts integer[]
+) RETURNS SETOF cairn.actions
+LANGUAGE sql
+AS $$
+    WITH served AS (
+        SELECT * FROM unnest(modules, names, max_attempts) AS s(module, name, max_attempts)
+    ), picked AS (
+        SELECT a.id, s.max_attempts AS default_max_attempts
+        FROM cairn.actions a
+        JOIN served s ON s.module = a.module AND s.name = a.name
+        WHERE a.status = 'queued' AND a.run_at <= now()
+        FOR UPDATE OF a SKIP LOCKED
+    ), claimed AS (
+        UPDATE cairn.actions a
+        SET status = 'running',
+            lease_owner = owner,
+            lease_expires_at = now() + lease_ms * interval '1 millisecond',
+            attempts = a.attempts + 1,
+            started_at = now(),
+            max_attempts = coalesce(a.max_attempts, p.default_max_attempts)
+        FROM picked p
+        WHERE a.id = p.id
+        RETURNING a.*
+    ), logged AS (
+        INSERT INTO claim_log SELECT max_rows, count(*) FROM claimed
+    )
+    SELECT * FROM claimed
+$$;
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_a_claim_returns_beyond_the_free_permits_are_given_back_uncounted() -> Result<()> {
+    const ROWS: usize = 10;
+    const PERMITS: usize = 2;
+    let nap = Duration::from_millis(300);
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    sqlx::raw_sql(GREEDY_CLAIM).execute(&db.pool).await?;
+    let (host, dir) = InProcess::load(
+        &db.pool,
+        &["sleepy"],
+        WorkerConfig {
+            concurrency: PERMITS,
+            ..fast_worker()
+        },
+    )
+    .await?;
+    let requests: Vec<_> = (0..ROWS)
+        .map(|_| {
+            Ok(
+                request("sleepy:nap_always", json!({"ms": nap.as_millis() as u64}))?
+                    .timeout(Duration::from_secs(60)),
+            )
+        })
+        .collect::<Result<_>>()?;
+    let ids = client.enqueue_many(&requests).await?;
+    let worker = InProcess::run(&db.pool, host, Some(dir)).await?;
+    let rows = client.wait_many(&ids, SOON).await?;
+    worker.stop(SOON).await?;
+
+    let (asked, returned): (i32, i64) =
+        sqlx::query_as("SELECT asked, returned FROM claim_log ORDER BY returned DESC LIMIT 1")
+            .fetch_one(&db.pool)
+            .await
+            .context("the worker never claimed")?;
+    ensure!(
+        returned > i64::from(asked),
+        "no claim returned more rows than asked for (at most {returned} for {asked}): the test proves nothing"
+    );
+    // None is lost, and the attempts the extra rows were given back with
+    // did not count: every row ran once, on its first attempt.
+    for row in &rows {
+        ensure_succeeded(row)?;
+        ensure!(
+            row.attempts == 1,
+            "row {} took {} attempts",
+            row.id,
+            row.attempts
+        );
+        ensure!(
+            result_json(row.result.as_ref())? == json!(1),
+            "row {}",
+            row.id
+        );
+    }
+    // None ran without a permit: with two at a time, ten naps take at least
+    // five naps' time from the first claim to the last completion.
+    let (first_start, last_finish): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
+        "SELECT min(started_at), max(finished_at) FROM cairn.actions WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_one(&db.pool)
+    .await?;
+    let least = chrono::TimeDelta::from_std(nap * (ROWS / PERMITS) as u32)?;
+    ensure!(
+        last_finish - first_start >= least,
+        "{ROWS} naps of {nap:?} on {PERMITS} permits took {} ms: some ran without a permit",
+        millis(last_finish - first_start)
+    );
+    Ok(())
+}
