@@ -391,6 +391,53 @@ async fn plugin_added_while_serving_runs_its_waiting_action() -> Result<()> {
     .await
 }
 
+#[tokio::test]
+async fn the_worker_announces_a_reload_at_once_by_heartbeat_and_notification() -> Result<()> {
+    bounded(async {
+        // The periodic heartbeat and the poll are both far longer than the
+        // test waits: only the worker's own announcement of the reload can
+        // list the new keys and wake a claim loop in time.
+        let slow = WorkerConfig {
+            poll_interval: Duration::from_secs(120),
+            heartbeat_every: Duration::from_secs(120),
+            ..worker_config()
+        };
+        let mut host = Host::start_with(&[], Some(slow), |_| {}).await?;
+        let served = host.served();
+        // Enqueued (and its trigger's notification sent) before the test
+        // listens: what the listener hears next is the announcement.
+        let id = served.enqueue("version", serde_json::json!({})).await?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&served.db.pool).await?;
+        listener
+            .listen(cairn::queue::notify::ACTIONS_CHANNEL)
+            .await?;
+
+        let v3 = versioned(3)?;
+        host.land("versioned.wasm", &v3)?;
+        host.applied("versioned.wasm", &digest(&v3)).await?;
+        let served = host.served();
+        let keys = ["versioned:slow_version", "versioned:version"];
+        until("the heartbeat to list the new keys", SOON, || async {
+            let listed = served.host_keys().await?;
+            Ok(keys
+                .iter()
+                .all(|k| listed.iter().any(|l| l == k))
+                .then_some(()))
+        })
+        .await?;
+        let notification = tokio::time::timeout(SOON, listener.recv())
+            .await
+            .context("no notification of the reload")??;
+        let mut announced: Vec<&str> = notification.payload().split(',').collect();
+        announced.sort_unstable();
+        ensure!(announced == keys, "notified {:?}", notification.payload());
+        // The same notification woke this host's claim loop.
+        ensure!(served.version_of(id).await? == (3, 1));
+        host.stop().await
+    })
+    .await
+}
+
 /// The load test: 2,000 actions enqueued while the file is replaced
 /// 20 times. Every action completes exactly once, on its first attempt, and
 /// returns a version that was live when its row was claimed.
