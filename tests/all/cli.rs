@@ -1,8 +1,11 @@
 //! The `cairn` binary: `plugins` and `invoke`, and bad input as one line on
 //! stderr with a non-zero exit — never a panic or a backtrace.
 
-use crate::support::{cairn, plugin_dir};
-use anyhow::Result;
+use crate::pg::fresh_db;
+use crate::support::{cairn, plugin_dir, wasm, Serve, SOON};
+use anyhow::{anyhow, ensure, Context, Result};
+use cairn::bench::reload::{result_version, with_version};
+use cairn::queue::{ActionStatus, Client, EnqueueRequest};
 use serde_json::{json, Value};
 use std::process::Output;
 
@@ -245,5 +248,125 @@ fn bad_input_is_one_line_and_nonzero() -> Result<()> {
         "{text}"
     );
     assert!(text.contains("greet:hello"));
+    Ok(())
+}
+
+#[test]
+fn a_duration_flag_without_a_unit_is_a_usage_error() -> Result<()> {
+    let dir = plugin_dir(&["greet"]);
+    let d = dir.path().to_str().context("path")?;
+    // A bare number: milliseconds or seconds? The grammar refuses to guess.
+    assert_usage_error(
+        &run(&["invoke", "greet:hello", "--timeout", "500", "--plugins", d])?,
+        "500",
+    );
+    for (flag, value) in [
+        ("--lease", "30"),
+        ("--shutdown-grace", "10"),
+        ("--unknown-after", "300"),
+    ] {
+        // Refused while parsing, before serve looks for a database.
+        let out = run(&["serve", "--plugins", d, flag, value])?;
+        assert_usage_error(&out, flag);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_zero_timeout_or_lease_flag_is_a_usage_error() -> Result<()> {
+    let dir = plugin_dir(&["greet"]);
+    let d = dir.path().to_str().context("path")?;
+    // A zero budget would time every call out; a zero lease would expire
+    // every row as it is claimed.
+    assert_usage_error(
+        &run(&["invoke", "greet:hello", "--timeout", "0s", "--plugins", d])?,
+        "--timeout",
+    );
+    assert_usage_error(
+        &run(&["serve", "--plugins", d, "--lease", "0s"])?,
+        "--lease",
+    );
+    Ok(())
+}
+
+#[test]
+fn a_zero_timeout_in_cairn_toml_is_refused_by_serve_and_plugins() -> Result<()> {
+    let dir = plugin_dir(&["sleepy"]);
+    let d = dir.path().to_str().context("path")?;
+    let cwd = tempfile::tempdir()?;
+    let config = cwd.path().join("cairn.toml");
+    std::fs::write(&config, "[plugins.sleepy]\ntimeout = \"0s\"\n")?;
+    let config = config.to_str().context("path")?;
+    assert_clean_failure(
+        &run(&["--config", config, "plugins", "--plugins", d])?,
+        "greater than zero",
+    );
+    // Refused before serve connects anywhere: the URL leads nowhere.
+    assert_clean_failure(
+        &run(&[
+            "--config",
+            config,
+            "serve",
+            "--plugins",
+            d,
+            "--database-url",
+            "postgres://cairn@127.0.0.1:1/none",
+        ])?,
+        "greater than zero",
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_invoke_and_serve_agree_on_who_owns_a_contested_action() -> Result<()> {
+    // Two files declare the same actions with different code: a.wasm
+    // (version 1) comes first by name and owns them; b.wasm (version 2)
+    // waits, rejected, until a.wasm goes away.
+    let template = std::fs::read(wasm("versioned"))?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("a.wasm"), with_version(&template, 1)?)?;
+    std::fs::write(dir.path().join("b.wasm"), with_version(&template, 2)?)?;
+    let d = dir.path().to_str().context("path")?.to_owned();
+
+    let listing = run(&["plugins", "--plugins", &d])?;
+    let text = String::from_utf8(listing.stdout)?;
+    ensure!(listing.status.success(), "{text}");
+    let owner = text
+        .lines()
+        .find(|l| l.starts_with("versioned:version "))
+        .context("versioned:version not listed")?;
+    ensure!(owner.contains("a.wasm"), "owner: {owner}");
+    let rejected = text
+        .lines()
+        .find(|l| l.starts_with("REJECTED b.wasm: (register)"))
+        .with_context(|| format!("b.wasm not listed as rejected:\n{text}"))?;
+    ensure!(rejected.contains("a.wasm"), "{rejected}");
+
+    let invoked = run(&["invoke", "versioned:version", "--plugins", &d])?;
+    ensure!(
+        invoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&invoked.stderr)
+    );
+    ensure!(
+        stdout_json(&invoked)? == json!({"result": 1}),
+        "invoke ran b.wasm"
+    );
+
+    let db = fresh_db().await?;
+    let serve = Serve::start_in(&db, dir, &[]).await?;
+    let client = Client::new(db.pool.clone());
+    let id = client
+        .enqueue(&EnqueueRequest::new("versioned", "version"))
+        .await?;
+    let row = client.wait(id, SOON).await?;
+    ensure!(
+        row.status == ActionStatus::Succeeded,
+        "{row:?}\n{}",
+        serve.stderr_text()
+    );
+    let version =
+        result_version(row.result.as_deref().unwrap_or_default()).map_err(|e| anyhow!("{e}"))?;
+    ensure!(version == 1, "serve ran version {version}, not a.wasm's");
     Ok(())
 }
