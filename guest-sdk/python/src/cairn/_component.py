@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 import traceback as _traceback
 from typing import Any
 
@@ -55,13 +56,21 @@ def _sdk_failure(type_name: str, message: str) -> Failure:
     return Failure(type_name, SDK_MODULE, message)
 
 
+#: componentize-py mounts the N-th Python path directory at `/N/`: inside a
+#: component, `/2/app.py` is the plugin directory's `app.py`.
+_COMPONENT_PATH = re.compile(r"^/\d+/")
+
+
 def format_traceback(exc: BaseException) -> str:
     """The traceback of `exc` as Python prints it, without the SDK's own
-    frames above the first frame of the plugin's code."""
+    frames above the first frame of the plugin's code, and with file names
+    relative to the plugin's directory inside a component."""
     summary = _traceback.TracebackException.from_exception(exc)
     frames = list(summary.stack)
     while frames and frames[0].filename.startswith(_SDK_DIR + os.sep) and len(frames) > 1:
         frames.pop(0)
+    for frame in frames:
+        frame.filename = _COMPONENT_PATH.sub("", frame.filename)
     summary.stack = _traceback.StackSummary.from_list(frames)
     return "".join(summary.format())
 
