@@ -110,6 +110,8 @@ def bind(action: Any, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """The keyword arguments of one call checked and converted (see
     `cairn.binding`). Raises `Failure` (`ArgumentError`)."""
     params = action.params()
+    if not pairs and not params:
+        return {}
     kwarg_params = {p.name: p for p in params if p.depends is None}
     seen = set()
     for key, _ in pairs:
@@ -146,9 +148,15 @@ def invoke(actions: dict[str, Any], module: str, name: str, args: bytes, resolve
     except payload.PayloadError as err:
         raise _sdk_failure("ArgumentError", f"arguments are not a valid WorkflowArguments payload: {err}") from None
     bound = bind(action, pairs)
-    scope = resolver.scope()
     try:
-        result = run_sync(_run(action, scope, bound))
+        if action.is_plain():
+            # No dependencies and not async: call it straight away. Every
+            # object the SDK touches costs a copy-on-write page in a fresh
+            # instance, so the common case avoids the resolver and the
+            # coroutine machinery altogether.
+            result = action.func(**bound)
+        else:
+            result = run_sync(_run(action, resolver.scope(), bound))
     except Exception as exc:
         raise failure_from_exception(exc) from None
     try:

@@ -154,6 +154,15 @@ class Action:
         `SignatureError` for one the SDK cannot bind."""
         return plan(self.func)
 
+    def is_plain(self) -> bool:
+        """Whether the action is a sync function without dependencies, which
+        the host's invocation calls directly."""
+        plain = self.__dict__.get("_plain")
+        if plain is None:
+            plain = not self.is_async and all(p.depends is None for p in self.params())
+            self.__dict__["_plain"] = plain
+        return plain
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function directly, resolving the `Depends` parameters
         not given from the installed test resolver (`cairn.testing.install`)

@@ -214,6 +214,7 @@ def _retry(policy):
 # slow), and the codec's first use.
 for _action in _ACTIONS.values():
     _action.params()
+    _action.is_plain()
     cairn.deps.check_dependency_params(_action.func)
     cairn.deps.builtins_used(_action.func)
 cairn.payload.serialize_result_payload(None)

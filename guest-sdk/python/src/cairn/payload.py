@@ -465,6 +465,8 @@ def decode_arguments(data: bytes | memoryview) -> list[tuple[str, Any]]:
     """Decode a protobuf `WorkflowArguments` into its `(key, value)` pairs, in
     order and with repeated keys kept (callers decide what a repeat means).
     Raises `PayloadError` on bytes that are not one."""
+    if not data:
+        return []
     try:
         return _decode_entries(data)
     except p.ProtoError as err:
