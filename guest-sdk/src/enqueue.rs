@@ -152,10 +152,13 @@ fn enqueue_error(message: String) -> Error {
         .with_module(SDK_MODULE)
 }
 
-/// `"module:name"` into its parts, both non-empty.
+/// `"module:name"` into its parts, each a valid name by the rule the host
+/// applies (`cairn_contract::is_valid_name`).
 fn split_action(action: &str) -> Result<(&str, &str), Error> {
     match action.split_once(':') {
-        Some((module, name)) if !module.is_empty() && !name.is_empty() && !name.contains(':') => {
+        Some((module, name))
+            if cairn_contract::is_valid_name(module) && cairn_contract::is_valid_name(name) =>
+        {
             Ok((module, name))
         }
         _ => Err(enqueue_error(format!(

@@ -73,7 +73,7 @@ impl Http {
     /// (see [`Response::error_for_status`]).
     pub fn send(&self, request: &Request) -> Result<Response, Error> {
         let mut response = self.backend.send(request)?;
-        response.origin = Some(format!("{} {}", request.method, request.url));
+        response.origin = Some(origin(request));
         Ok(response)
     }
 
@@ -301,6 +301,35 @@ pub(crate) fn http_error(message: String, retryable: bool) -> Error {
         .with_retryable(retryable)
 }
 
+/// `METHOD url` for messages, with the URL [redacted](redact_url).
+fn origin(request: &Request) -> String {
+    format!("{} {}", request.method, redact_url(&request.url))
+}
+
+/// A URL as it may appear in an error: without its query string, fragment
+/// and user info, which may carry secrets (`?api_key=...`,
+/// `user:password@`). Errors land in the queue's database and the host's
+/// logs, so the SDK keeps to the host's rule of naming only where a request
+/// went, e.g. `https://api.example/v1/forecast?…`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let cut = url.find(['?', '#']).unwrap_or(url.len());
+    let (kept, rest) = url.split_at(cut);
+    let kept = match kept.split_once("://") {
+        Some((scheme, after)) => {
+            let end = after.find('/').unwrap_or(after.len());
+            let (authority, path) = after.split_at(end);
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => kept.to_owned(),
+    };
+    if rest.is_empty() {
+        kept
+    } else {
+        format!("{kept}?…")
+    }
+}
+
 /// The parts of an absolute URL that `wasi:http` takes separately.
 #[derive(Debug, PartialEq, Eq)]
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -314,7 +343,12 @@ pub(crate) struct UrlParts<'a> {
 /// (it is never sent) and an empty path becomes `/`.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 pub(crate) fn split_url(url: &str) -> Result<UrlParts<'_>, Error> {
-    let invalid = |why: &str| http_error(format!("invalid URL `{url}`: {why}"), false);
+    let invalid = |why: &str| {
+        http_error(
+            format!("invalid URL `{}`: {why}", redact_url(url)),
+            false,
+        )
+    };
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| invalid("expected an absolute URL such as `https://host/path`"))?;
@@ -390,7 +424,7 @@ mod wasi {
 
     impl HttpBackend for Host {
         fn send(&self, request: &Request) -> Result<Response, Error> {
-            let origin = format!("{} {}", request.method, request.url);
+            let origin = super::origin(request);
             let fail = |what: &str| http_error(format!("{origin}: {what}"), false);
             let code = |err: ErrorCode| {
                 let retryable = is_retryable(&err);
@@ -565,6 +599,18 @@ mod tests {
         assert_eq!(parts.path_with_query, "/v1/forecast?city=Paris");
         assert_eq!(split_url("http://127.0.0.1").unwrap().path_with_query, "/");
         assert_eq!(split_url("http://h?q=1").unwrap().path_with_query, "/?q=1");
+    }
+
+    #[test]
+    fn errors_name_the_url_without_query_or_credentials() {
+        use super::redact_url;
+        assert_eq!(
+            redact_url("https://user:pw@api.example:8443/v1/x?api_key=s3cr3t#frag"),
+            "https://api.example:8443/v1/x?…"
+        );
+        assert_eq!(redact_url("http://h/p"), "http://h/p");
+        let err = split_url("h t://h/?token=s3cr3t").unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
     }
 
     #[test]

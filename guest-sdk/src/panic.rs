@@ -26,8 +26,9 @@
 
 use std::panic::PanicHookInfo;
 
-/// The text that starts the panic record on stderr.
-pub const PANIC_MARKER: &str = "cairn:panic:";
+/// The text that starts the panic record on stderr (defined once, for the
+/// host and the SDK, in `cairn-contract`).
+pub use cairn_contract::PANIC_MARKER;
 
 /// Install the hook, once. Cheap to call on every entry.
 pub(crate) fn install_hook() {

@@ -5,6 +5,10 @@
 //! talk to PostgreSQL (`kv`, `enqueue`), which are async so a database round
 //! trip never blocks an executor thread.
 
+// The items are generated from `wit/plugin.wit`, where every one is
+// documented; bindgen does not carry those docs over to all of them.
+#![allow(missing_docs)]
+
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin-world",

@@ -1,43 +1,57 @@
 //! cairn: runs durable *actions* as sandboxed WebAssembly components.
 //!
 //! An action is a function that a workflow calls and some worker, somewhere,
-//! runs. Authors write actions in Rust with the guest SDK (`cairn-sdk`) and
-//! build a WebAssembly component; operators drop the `.wasm` into a plugin
+//! runs. Authors write actions with a guest SDK (`cairn-sdk`) and build a
+//! WebAssembly component; operators drop the `.wasm` into a plugin
 //! directory; the host validates it, registers each action under
 //! `module:name`, and runs every call in a fresh, sandboxed instance.
 //!
-//! The data path, top to bottom:
+//! The data path, top to bottom (`docs/architecture.md` has the map):
 //!
-//! * [`runtime`] — one wasmtime [`Engine`](wasmtime::Engine) with the pooling
-//!   allocator, epoch interruption and the sandbox [`limits`].
-//! * [`plugin`] — load a file: validate, compile once, link only what the
-//!   plugin imports, keep an `InstancePre`, ask it to `describe` itself.
-//! * [`registry`] — `module:name` → the plugin that serves it, with conflict
-//!   rules.
-//! * [`reload`] — hangs off the registry: watches the plugin directory and
-//!   swaps plugins in and out while the host serves, with a compiled-artifact
-//!   cache.
-//! * [`sandbox`] — run one action call in a fresh `Store` and instance under
-//!   the memory cap and CPU deadline, and turn every failure (error, trap,
-//!   timeout, memory exhaustion, panic) into an error payload.
+//! * [`serve`] — where it starts: a [`serve::Host`] builds everything below
+//!   and runs the worker until shutdown.
+//! * [`engine`] — one wasmtime engine with the pooling allocator, epoch
+//!   interruption and the sandbox [`limits`].
+//! * [`plugin`] — load a file: validate, compile once (or take the
+//!   compiled artifact from its cache), link only what the plugin imports
+//!   and the operator granted ([`settings`]), ask it to `describe` itself.
+//! * [`registry`] — `module:name` ([`key::ActionKey`]) → the plugin that
+//!   serves it, as immutable snapshots, with conflict rules.
+//! * [`worker`] — claim rows from the [`queue`], run each, complete them.
+//! * [`sandbox`] — run one call in a fresh store ([`store`]) under the
+//!   memory cap and CPU deadline, and turn every failure into an error
+//!   payload.
 //! * [`deps`] — the host-provided dependencies a plugin may import, one file
 //!   per WIT interface.
+//!
+//! Side concerns hang off it: [`reload`] (watch the plugin directory, swap
+//! plugins while serving), [`db`] (which PostgreSQL, the embedded one by
+//! default), [`bench`], [`cli`]. Shared helpers have homes of their own:
+//! [`error`] (one-line errors), [`key`] (action keys and digests); the
+//! duration grammar, name rule and panic marker that host and guests share
+//! live in the `cairn-contract` crate.
 //!
 //! Payloads are opaque protobuf bytes (see `cairn-payload`) on the hot path:
 //! the host never transcodes a successful call's arguments or result.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod bindings;
 pub mod cli;
-pub mod config;
 pub mod db;
 pub mod deps;
+pub mod engine;
+pub mod error;
+pub mod key;
 pub mod limits;
 pub mod plugin;
 pub mod queue;
 pub mod registry;
 pub mod reload;
-pub mod runtime;
 pub mod sandbox;
+pub mod serve;
+pub mod settings;
 mod stdio;
+pub mod store;
 pub mod worker;

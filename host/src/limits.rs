@@ -58,7 +58,8 @@ impl Limits {
     pub fn from_env() -> Result<Self> {
         let mut limits = Limits::default();
         if let Some(mib) = env_u64("CAIRN_MEMORY_MIB")? {
-            limits.memory_bytes = mib << 20;
+            limits.memory_bytes = mib_to_bytes(mib)
+                .with_context(|| format!("CAIRN_MEMORY_MIB={mib} is too large"))?;
         }
         if let Some(ms) = env_u64("CAIRN_TIMEOUT_MS")? {
             limits.default_timeout = Duration::from_millis(ms);
@@ -75,6 +76,12 @@ impl Limits {
     }
 }
 
+/// `mib` MiB in bytes, or `None` if that does not fit a `u64` (a shift would
+/// silently drop the high bits: `CAIRN_MEMORY_MIB=17592186044416` would be 0).
+pub fn mib_to_bytes(mib: u64) -> Option<u64> {
+    mib.checked_mul(1 << 20)
+}
+
 fn env_u64(name: &str) -> Result<Option<u64>> {
     match std::env::var(name) {
         Err(std::env::VarError::NotPresent) => Ok(None),
@@ -83,5 +90,17 @@ fn env_u64(name: &str) -> Result<Option<u64>> {
             Ok(0) | Err(_) => bail!("{name}={text:?} is not a positive integer"),
             Ok(n) => Ok(Some(n)),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mib_to_bytes;
+
+    #[test]
+    fn mib_that_overflow_bytes_are_refused_not_wrapped() {
+        assert_eq!(mib_to_bytes(64), Some(64 << 20));
+        assert_eq!(mib_to_bytes(1 << 44), None);
+        assert_eq!(mib_to_bytes(u64::MAX), None);
     }
 }

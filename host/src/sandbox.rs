@@ -1,9 +1,11 @@
 //! Run one action call in a fresh, sandboxed instance.
 //!
-//! Strategy: every call gets a new [`Store`] and a new instance from the
-//! plugin's pre-linked `InstancePre` (tens of microseconds with the pooling
-//! allocator), so nothing leaks between calls and a trapped instance — which
-//! cannot be re-entered — is simply dropped with its store.
+//! Strategy: every call gets a new [`Store`] (its data: [`crate::store`])
+//! and a new instance from the plugin's pre-linked `InstancePre` (tens of
+//! microseconds with the pooling allocator), so nothing leaks between calls
+//! and a trapped instance — which cannot be re-entered — is simply dropped
+//! with its store. One generic runner makes every export call (`describe`,
+//! `invoke`), so both get the same limits and the same failure table.
 //!
 //! The sandbox, enforced here:
 //! * WASI is linked but denies: no preopened directories, no network, no
@@ -32,99 +34,27 @@
 //! cannot tell a deterministic bug from a transient condition; a panic is
 //! the guest reporting its own bug, like a non-retryable error.
 
+use crate::bindings::exports::cairn::plugin::plugin::Guest;
 use crate::bindings::{ActionError, PluginInfo, PluginWorldPre};
-use crate::deps::PluginDeps;
-use crate::runtime::Runtime;
+use crate::engine::Engine;
+use crate::error::one_line;
 use crate::stdio::{GuestOutput, Stream};
+use crate::store::PluginDeps;
+use crate::store::{CallContext, HostState};
+use cairn_contract::format_duration;
 use cairn_payload::{WorkflowDictArgument, WorkflowErrorValue};
 use prost::Message;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::WasiCtx;
 
 /// Extra wall-clock time the host-side timer allows beyond a call's
 /// deadline, so the epoch trap (which reports better) normally wins.
 const HOST_TIMER_GRACE: Duration = Duration::from_millis(500);
-
-/// Who is being called, as the dependencies (`context`, `log`) see it.
-#[derive(Debug, Clone)]
-pub struct CallContext {
-    /// The plugin's module.
-    pub module: String,
-    /// The action's name (or `describe` at load time).
-    pub action: String,
-    /// The queue row's id, or a one-off id for `cairn invoke`.
-    pub action_id: String,
-    /// Attempt number, starting at 1.
-    pub attempt: u32,
-    /// When this attempt's budget runs out.
-    pub deadline: SystemTime,
-}
-
-/// The data every store carries.
-pub struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limiter: MemoryLimiter,
-    pub(crate) call: CallContext,
-    /// The calling plugin's settings and database, for the dependencies.
-    pub(crate) deps: Arc<PluginDeps>,
-    http: wasmtime_wasi_http::WasiHttpCtx,
-    http_policy: crate::deps::http::HttpPolicy,
-}
-
-impl wasmtime_wasi_http::WasiHttpView for HostState {
-    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
-        wasmtime_wasi_http::WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.http_policy,
-        }
-    }
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-/// Caps linear memory and remembers that it said no, so the trap that
-/// follows (the guest's allocator aborts) is reported as memory exhaustion.
-struct MemoryLimiter {
-    cap: usize,
-    exceeded: bool,
-}
-
-impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.cap {
-            self.exceeded = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
-    }
-}
 
 /// The error a store's epoch callback raises once the deadline has passed.
 #[derive(Debug)]
@@ -229,80 +159,108 @@ pub struct Invocation {
     pub action_id: String,
     /// Attempt number, starting at 1.
     pub attempt: u32,
-    /// Budget for this attempt.
-    pub timeout: Duration,
+    /// The timeout the row (or the caller) asks for; `None`: the action's
+    /// declared one. See [`budget`] for what the attempt actually gets.
+    pub timeout: Option<Duration>,
+}
+
+/// The time budget of one attempt — the one place it is decided: the row's
+/// (or caller's) `requested` timeout, else the action's `declared` one, else
+/// the host's `default`; then narrowed, never widened, by the plugin's
+/// `cap` (`timeout` in `cairn.toml`).
+pub fn budget(
+    requested: Option<Duration>,
+    declared: Option<Duration>,
+    cap: Option<Duration>,
+    default: Duration,
+) -> Duration {
+    let asked = requested.or(declared).unwrap_or(default);
+    cap.map_or(asked, |cap| asked.min(cap))
 }
 
 /// Run `action` of the plugin behind `pre` with `args` (a protobuf
-/// `WorkflowArguments`, passed through unchanged). Returns the guest's
-/// result payload bytes unchanged, or the failure.
+/// `WorkflowArguments`, passed through unchanged), within the [`budget`]
+/// made of `invocation.timeout`, `declared` (the action's own timeout) and
+/// the plugin's settings. Returns the guest's result payload bytes
+/// unchanged, or the failure.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn invoke(
-    runtime: &Runtime,
+    engine: &Engine,
     pre: &PluginWorldPre<HostState>,
     deps: &Arc<PluginDeps>,
     module: &str,
     action: &str,
+    declared: Option<Duration>,
     args: Vec<u8>,
     invocation: &Invocation,
 ) -> Result<Vec<u8>, Failure> {
-    let call = Call::Invoke {
-        name: action.to_owned(),
-        args,
-    };
-    match run(runtime, pre, deps, module, action, invocation, call).await? {
-        Returned::Invoke(result) => result.map_err(Failure::from_guest),
-        Returned::Describe(_) => unreachable!("invoke returns Returned::Invoke"),
-    }
+    let timeout = budget(
+        invocation.timeout,
+        declared,
+        deps.settings.timeout,
+        engine.limits().default_timeout,
+    );
+    let name = action.to_owned();
+    let returned = run(
+        engine,
+        pre,
+        deps,
+        module,
+        action,
+        invocation,
+        timeout,
+        |plugin, store| Box::pin(async move { plugin.call_invoke(store, &name, &args).await }),
+    )
+    .await?;
+    returned.map_err(Failure::from_guest)
 }
 
-/// Call `describe` in a throwaway instance under the sandbox limits.
+/// Call `describe` in a throwaway instance under the sandbox limits (and
+/// the describe timeout), with inert dependencies (no settings, no
+/// database).
 pub(crate) async fn describe(
-    runtime: &Runtime,
+    engine: &Engine,
     pre: &PluginWorldPre<HostState>,
     label: &str,
-    invocation: &Invocation,
 ) -> Result<PluginInfo, Failure> {
     let deps = Arc::new(PluginDeps::default());
-    match run(
-        runtime,
+    let invocation = Invocation {
+        action_id: "describe".into(),
+        attempt: 1,
+        timeout: None,
+    };
+    let timeout = engine.limits().describe_timeout;
+    run(
+        engine,
         pre,
         &deps,
         label,
         "describe",
-        invocation,
-        Call::Describe,
+        &invocation,
+        timeout,
+        |plugin, store| Box::pin(plugin.call_describe(store)),
     )
-    .await?
-    {
-        Returned::Describe(info) => Ok(info),
-        Returned::Invoke(_) => unreachable!("describe returns Returned::Describe"),
-    }
+    .await
 }
 
-/// Which export to call.
-enum Call {
-    Describe,
-    Invoke { name: String, args: Vec<u8> },
-}
+/// A call of one export of the `plugin` interface, made by [`run`] once the
+/// instance exists. Boxed: the future borrows the store for its lifetime.
+type ExportCall<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Send + 'a>>;
 
-/// What the export returned.
-enum Returned {
-    Describe(PluginInfo),
-    Invoke(Result<Vec<u8>, ActionError>),
-}
-
-/// Instantiate in a fresh store, make `call` under the deadline and the
-/// memory cap, and classify any trap.
-async fn run(
-    runtime: &Runtime,
+/// Instantiate in a fresh store, make the export call `call` within
+/// `timeout` and under the memory cap, and classify any trap.
+#[allow(clippy::too_many_arguments)]
+async fn run<T>(
+    engine: &Engine,
     pre: &PluginWorldPre<HostState>,
     deps: &Arc<PluginDeps>,
     module: &str,
     action: &str,
     invocation: &Invocation,
-    call: Call,
-) -> Result<Returned, Failure> {
-    let limits = runtime.limits();
+    timeout: Duration,
+    call: impl for<'a> FnOnce(&'a Guest, &'a mut Store<HostState>) -> ExportCall<'a, T>,
+) -> Result<T, Failure> {
+    let limits = engine.limits();
     let budget = limits.max_output_bytes;
     let stdout = GuestOutput::new(Stream::Stdout, module, action, invocation.attempt, budget);
     let stderr = GuestOutput::new(Stream::Stderr, module, action, invocation.attempt, budget);
@@ -313,43 +271,27 @@ async fn run(
         .stderr(stderr.clone())
         .build();
 
-    // The plugin's own `timeout` and `memory_mib` narrow the call's budget
-    // and the host-wide memory cap; they never widen them.
-    let invocation = &Invocation {
-        timeout: deps
-            .settings
-            .timeout
-            .map_or(invocation.timeout, |t| t.min(invocation.timeout)),
-        ..invocation.clone()
-    };
     let started = Instant::now();
-    let deadline = started + invocation.timeout;
+    let deadline = started + timeout;
     let context = CallContext {
         module: module.to_owned(),
         action: action.to_owned(),
         action_id: invocation.action_id.clone(),
         attempt: invocation.attempt,
-        deadline: SystemTime::now() + invocation.timeout,
+        deadline: SystemTime::now() + timeout,
     };
-    let memory_bytes = deps.settings.memory_mib.map_or(limits.memory_bytes, |mib| {
-        mib.saturating_mul(1 << 20).min(limits.memory_bytes)
-    });
+    // The plugin's own `memory_mib` narrows the host-wide cap; it never
+    // widens it (settings refuse a value whose bytes overflow).
+    let memory_bytes = deps
+        .settings
+        .memory_mib
+        .and_then(crate::limits::mib_to_bytes)
+        .map_or(limits.memory_bytes, |bytes| bytes.min(limits.memory_bytes));
     let memory_cap = usize::try_from(memory_bytes).unwrap_or(usize::MAX);
-    let state = HostState {
-        wasi,
-        table: ResourceTable::new(),
-        limiter: MemoryLimiter {
-            cap: memory_cap,
-            exceeded: false,
-        },
-        call: context,
-        deps: deps.clone(),
-        http: wasmtime_wasi_http::WasiHttpCtx::new(),
-        http_policy: crate::deps::http::HttpPolicy {
-            allowed_hosts: deps.settings.allowed_hosts.clone().into(),
-        },
-    };
-    let mut store = Store::new(runtime.engine(), state);
+    let mut store = Store::new(
+        engine.wasmtime(),
+        HostState::new(wasi, context, deps.clone(), memory_cap),
+    );
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
@@ -360,23 +302,14 @@ async fn run(
         }
     });
 
-    let outcome = tokio::time::timeout(invocation.timeout + HOST_TIMER_GRACE, async {
-        let world = match pre.instantiate_async(&mut store).await {
-            Ok(world) => world,
-            Err(err) => return Err((true, err)),
-        };
-        let plugin = world.cairn_plugin_plugin();
-        let returned = match call {
-            Call::Describe => plugin
-                .call_describe(&mut store)
-                .await
-                .map(Returned::Describe),
-            Call::Invoke { name, args } => plugin
-                .call_invoke(&mut store, &name, &args)
-                .await
-                .map(Returned::Invoke),
-        };
-        returned.map_err(|err| (false, err))
+    let outcome = tokio::time::timeout(timeout + HOST_TIMER_GRACE, async {
+        let world = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|err| (Stage::Instantiate, err))?;
+        call(world.cairn_plugin_plugin(), &mut store)
+            .await
+            .map_err(|err| (Stage::Call, err))
     })
     .await;
 
@@ -385,21 +318,21 @@ async fn run(
     let what = format!("action `{module}:{action}`");
     match outcome {
         Ok(Ok(value)) => Ok(value),
-        Err(_elapsed) => Err(timeout_failure(&what, invocation.timeout)),
-        Ok(Err((true, err))) => Err(Failure::host(
+        Err(_elapsed) => Err(timeout_failure(&what, timeout)),
+        Ok(Err((Stage::Instantiate, err))) => Err(Failure::host(
             FailureKind::Instantiate,
             "InstantiationError",
             format!("{what}: instantiate failed: {}", one_line(&err)),
             String::new(),
             true,
         )),
-        Ok(Err((false, err))) => {
+        Ok(Err((Stage::Call, err))) => {
             let traceback = err
                 .downcast_ref::<wasmtime::WasmBacktrace>()
                 .map(|bt| bt.to_string())
                 .unwrap_or_default();
             if err.downcast_ref::<DeadlineExceeded>().is_some() {
-                Err(timeout_failure(&what, invocation.timeout))
+                Err(timeout_failure(&what, timeout))
             } else if store.data().limiter.exceeded {
                 Err(Failure::host(
                     FailureKind::OutOfMemory,
@@ -432,6 +365,30 @@ async fn run(
     }
 }
 
+/// Where a call failed: creating the instance, or in the export itself.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Instantiate,
+    Call,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::budget;
+    use std::time::Duration;
+
+    #[test]
+    fn the_row_beats_the_action_which_beats_the_default_and_the_cap_only_narrows() {
+        let s = Duration::from_secs;
+        assert_eq!(budget(Some(s(5)), Some(s(9)), None, s(30)), s(5));
+        assert_eq!(budget(None, Some(s(9)), None, s(30)), s(9));
+        assert_eq!(budget(None, None, None, s(30)), s(30));
+        assert_eq!(budget(Some(s(5)), None, Some(s(2)), s(30)), s(2));
+        assert_eq!(budget(Some(s(5)), None, Some(s(60)), s(30)), s(5));
+        assert_eq!(budget(None, None, Some(s(60)), s(30)), s(30));
+    }
+}
+
 /// An error payload for a failure the host itself reports (lease expired,
 /// unknown action, ...), with module `cairn`.
 pub fn host_error_payload(type_name: &str, message: &str) -> Vec<u8> {
@@ -449,7 +406,10 @@ fn timeout_failure(what: &str, timeout: Duration) -> Failure {
     Failure::host(
         FailureKind::Timeout,
         "TimeoutError",
-        format!("{what} exceeded its timeout of {}", humanize(timeout)),
+        format!(
+            "{what} exceeded its timeout of {}",
+            format_duration(timeout)
+        ),
         String::new(),
         true,
     )
@@ -461,24 +421,4 @@ fn trap_message(err: &wasmtime::Error) -> String {
         return trap.to_string();
     }
     one_line(&err.root_cause().to_string())
-}
-
-pub(crate) fn one_line(err: &impl fmt::Display) -> String {
-    let text = format!("{err:#}");
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// `1.5s`, `250ms`, `30s`.
-pub(crate) fn humanize(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
-        format!("{}s", d.as_secs())
-    } else if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
 }

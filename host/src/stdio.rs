@@ -19,8 +19,7 @@ use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
-/// What the guest SDK's panic hook writes to stderr before the guest aborts.
-pub(crate) const PANIC_MARKER: &str = "cairn:panic:";
+use cairn_contract::PANIC_MARKER;
 
 /// Which guest stream a [`GuestOutput`] captures.
 #[derive(Clone, Copy, Debug)]

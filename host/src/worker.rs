@@ -15,9 +15,13 @@
 //!   every [`WorkerConfig::poll_interval`] covers delayed rows, other hosts'
 //!   retries and lost notifications;
 //! * maintenance renews this host's leases, rescues rows whose lease expired
-//!   (any host does this for a dead one), refreshes this host's heartbeat,
-//!   and fails rows whose action no live host serves after
-//!   [`WorkerConfig::unknown_after`].
+//!   (any host does this for a dead one), and fails rows whose action no live
+//!   host serves after [`WorkerConfig::unknown_after`];
+//! * maintenance is also the one writer of this host's row in `cairn.hosts`:
+//!   its heartbeat, every [`WorkerConfig::heartbeat_every`] and at once
+//!   whenever the registry changes (a reload), followed by a `cairn_actions`
+//!   notification so that every host — this one included — claims rows that
+//!   waited for an added or replaced action now rather than at its next poll.
 //!
 //! Failure modes. A failed attempt is retried with exponential backoff and
 //! jitter (enforced through `run_at`) while it is retryable and attempts
@@ -28,16 +32,21 @@
 //! anyway). A database error in the loop is logged and retried; completions
 //! are kept and re-sent until written, so nothing is lost while the database
 //! is briefly away — and if this host dies instead, its leases expire and
-//! another host runs the rows again.
+//! another host runs the rows again. A claim that returns more rows than
+//! were asked for (`cairn.claim` is public SQL another host may re-implement)
+//! gives the extra rows back uncounted instead of running them without a
+//! permit.
 //!
 //! Shutdown stops claiming, lets running actions finish for up to
 //! [`WorkerConfig::shutdown_grace`], gives the rest back to the queue
 //! without counting the attempt, flushes completions, and deregisters the
 //! host.
 
+use crate::engine::Engine;
+use crate::error::one_line;
+use crate::queue::notify::{self, ACTIONS_CHANNEL};
 use crate::queue::{self, backoff, ClaimedAction, Completion, ServedAction};
-use crate::registry::{ActionHandler, Registry};
-use crate::runtime::Runtime;
+use crate::registry::{ActionHandler, Registry, Snapshot};
 use crate::sandbox::{self, Invocation};
 use anyhow::{Context, Result};
 use sqlx::postgres::PgListener;
@@ -47,11 +56,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{broadcast, mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
-
-/// Channel that `cairn.enqueue` notifies on insert.
-pub const ACTIONS_CHANNEL: &str = "cairn_actions";
 
 /// Most completions written in one statement: large enough to amortise the
 /// commit, small enough that one statement stays well under a second.
@@ -118,7 +124,7 @@ impl Default for WorkerConfig {
 
 /// A host's worker. Build it, then [`run`](Worker::run) it until shutdown.
 pub struct Worker {
-    runtime: Runtime,
+    engine: Engine,
     registry: Arc<Registry>,
     pool: PgPool,
     host_id: String,
@@ -127,7 +133,7 @@ pub struct Worker {
 
 /// What the tasks of one running worker share.
 struct Shared {
-    runtime: Runtime,
+    engine: Engine,
     registry: Arc<Registry>,
     config: WorkerConfig,
     /// Running rows and how to stop them.
@@ -142,31 +148,19 @@ impl Worker {
     /// A worker serving `registry`'s actions from the queue in `pool`.
     /// `host_id` must be unique among live hosts; it is the lease owner.
     pub fn new(
-        runtime: Runtime,
+        engine: Engine,
         registry: Arc<Registry>,
         pool: PgPool,
         host_id: String,
         config: WorkerConfig,
     ) -> Self {
         Worker {
-            runtime,
+            engine,
             registry,
             pool,
             host_id,
             config,
         }
-    }
-
-    /// A host id that is unique in practice: hostname, pid and a random
-    /// suffix.
-    pub fn generate_host_id() -> String {
-        let host =
-            std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        format!("{}-{}-{:08x}", host.trim(), std::process::id(), nanos)
     }
 
     /// Run until `shutdown` resolves, then shut down gracefully (see the
@@ -177,7 +171,7 @@ impl Worker {
     /// heartbeat fails). Errors while running are logged and retried.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let Worker {
-            runtime,
+            engine,
             registry,
             pool,
             host_id,
@@ -186,8 +180,11 @@ impl Worker {
         let owner: Arc<str> = host_id.into();
         let concurrency = config.concurrency.max(1);
         let wake = Arc::new(Notify::new());
+        // Subscribe before the first heartbeat so that no change slips
+        // between the two.
+        let changes = registry.subscribe();
         let shared = Arc::new(Shared {
-            runtime,
+            engine,
             registry,
             config,
             inflight: Mutex::new(HashMap::new()),
@@ -214,10 +211,16 @@ impl Worker {
             done_rx,
             written.clone(),
         ));
-        let maintenance_task = tokio::spawn(maintain(pool.clone(), owner.clone(), shared.clone()));
-        tracing::info!(host = %owner, concurrency, actions = shared.registry.names().len(), "worker started");
+        let maintenance_task = tokio::spawn(maintain(
+            pool.clone(),
+            owner.clone(),
+            shared.clone(),
+            changes,
+        ));
+        tracing::info!(host = %owner, concurrency, actions = shared.registry.snapshot().len(), "worker started");
 
         let permits = Arc::new(Semaphore::new(concurrency));
+        let mut claims = ClaimSet::default();
         tokio::pin!(shutdown);
         'claim: loop {
             // Claim as many rows as there are free permits, never more.
@@ -227,50 +230,30 @@ impl Worker {
                 // One snapshot of the registry decides both what to claim
                 // and which version runs it: a row runs on the version that
                 // was live when it was claimed, whatever a reload does next.
-                let snapshot: HashMap<(String, String), Arc<ActionHandler>> = shared
-                    .registry
-                    .entries()
-                    .into_iter()
-                    .map(|(_, h)| ((h.plugin.module.clone(), h.info.name.clone()), h))
-                    .collect();
-                let served = served_actions(&snapshot, shared.config.default_max_attempts);
-                match queue::claim(&pool, &owner, free as u32, shared.config.lease, &served).await {
+                let snapshot = shared.registry.snapshot();
+                let served = claims.served(&snapshot, shared.config.default_max_attempts);
+                match queue::claim(&pool, &owner, free as u32, shared.config.lease, served).await {
                     Ok(rows) => {
-                        saturated = rows.len() == free;
+                        saturated = rows.len() >= free;
                         for row in rows {
-                            let permit = permits
-                                .clone()
-                                .try_acquire_owned()
-                                .expect("claimed no more than free permits");
-                            let handler = snapshot
-                                .get(&(row.module.clone(), row.name.clone()))
-                                .cloned();
-                            spawn_action(&shared, row, handler, permit, done_tx.clone());
+                            match permits.clone().try_acquire_owned() {
+                                Ok(permit) => {
+                                    let handler = snapshot.get(&row.key).cloned();
+                                    spawn_action(&shared, row, handler, permit, done_tx.clone());
+                                }
+                                Err(_) => give_back(row, &done_tx),
+                            }
                         }
                     }
-                    Err(err) => tracing::error!("{}", sandbox::one_line(&err)),
+                    Err(err) => tracing::error!("{}", one_line(&err)),
                 }
             }
             if saturated {
                 // A backlog is likely. Let capacity gather a little so each
                 // claim statement (one commit) takes a worthwhile batch
-                // instead of one row per finished task: until a quarter of
-                // the permits are free, or CLAIM_GATHER after the first one.
-                while permits.available_permits() == 0 {
-                    tokio::select! {
-                        _ = &mut shutdown => break 'claim,
-                        _ = shared.finished.notified() => {}
-                        // Belt and braces: re-check capacity now and then.
-                        _ = tokio::time::sleep(shared.config.poll_interval) => {}
-                    }
-                }
-                let gather_until = tokio::time::Instant::now() + CLAIM_GATHER;
-                while permits.available_permits() < (concurrency / 4).max(1) {
-                    tokio::select! {
-                        _ = &mut shutdown => break 'claim,
-                        _ = shared.finished.notified() => {}
-                        _ = tokio::time::sleep_until(gather_until) => break,
-                    }
+                // instead of one row per finished task.
+                if !gather_capacity(&permits, &shared, concurrency, &mut shutdown).await {
+                    break 'claim;
                 }
                 continue;
             }
@@ -315,7 +298,7 @@ impl Worker {
             tracing::error!("completion writer stopped abnormally: {err}");
         }
         if let Err(err) = queue::remove_host(&pool, &owner).await {
-            tracing::warn!("deregistering host: {}", sandbox::one_line(&err));
+            tracing::warn!("deregistering host: {}", one_line(&err));
         }
         let completed = written.load(Ordering::Relaxed);
         tracing::info!(host = %owner, completed, "worker stopped");
@@ -323,29 +306,78 @@ impl Worker {
     }
 }
 
-/// The actions in `snapshot`, with their default attempt limits.
-fn served_actions(
-    snapshot: &HashMap<(String, String), Arc<ActionHandler>>,
-    default_max_attempts: u32,
-) -> Vec<ServedAction> {
-    snapshot
-        .values()
-        .map(|h| ServedAction {
-            module: h.plugin.module.clone(),
-            name: h.info.name.clone(),
-            max_attempts: h
-                .info
-                .retry
-                .map_or(default_max_attempts, |r| r.max_attempts),
-        })
-        .collect()
+/// Wait, while every permit is taken, until a quarter of them are free or
+/// [`CLAIM_GATHER`] has passed since the first came back. Returns `false`
+/// when `shutdown` resolved meanwhile.
+async fn gather_capacity(
+    permits: &Semaphore,
+    shared: &Shared,
+    concurrency: usize,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    while permits.available_permits() == 0 {
+        tokio::select! {
+            _ = shutdown.as_mut() => return false,
+            _ = shared.finished.notified() => {}
+            // Belt and braces: re-check capacity now and then.
+            _ = tokio::time::sleep(shared.config.poll_interval) => {}
+        }
+    }
+    let gather_until = tokio::time::Instant::now() + CLAIM_GATHER;
+    while permits.available_permits() < (concurrency / 4).max(1) {
+        tokio::select! {
+            _ = shutdown.as_mut() => return false,
+            _ = shared.finished.notified() => {}
+            _ = tokio::time::sleep_until(gather_until) => break,
+        }
+    }
+    true
+}
+
+/// A row claimed beyond the free permits (a `cairn.claim` that returned more
+/// than asked for): give it back uncounted for a host with capacity.
+fn give_back(row: ClaimedAction, done: &mpsc::UnboundedSender<Completion>) {
+    tracing::warn!(
+        action_id = row.id,
+        action = %row.key,
+        "the claim returned more rows than there were free permits: row given back"
+    );
+    let _ = done.send(Completion::requeue(row.id));
+}
+
+/// The served actions of the latest registry snapshot, as the claim takes
+/// them; rebuilt only when the registry changes (a claim runs per batch, a
+/// change per reload).
+#[derive(Default)]
+struct ClaimSet {
+    generation: Option<u64>,
+    served: Vec<ServedAction>,
+}
+
+impl ClaimSet {
+    fn served(&mut self, snapshot: &Snapshot, default_max_attempts: u32) -> &[ServedAction] {
+        if self.generation != Some(snapshot.generation()) {
+            self.served = snapshot
+                .iter()
+                .map(|(key, h)| ServedAction {
+                    key: key.clone(),
+                    max_attempts: h
+                        .info
+                        .retry
+                        .map_or(default_max_attempts, |r| r.max_attempts),
+                })
+                .collect();
+            self.generation = Some(snapshot.generation());
+        }
+        &self.served
+    }
 }
 
 fn spawn_action(
     shared: &Arc<Shared>,
     row: ClaimedAction,
     handler: Option<Arc<ActionHandler>>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     done: mpsc::UnboundedSender<Completion>,
 ) {
     let id = row.id;
@@ -373,7 +405,7 @@ fn spawn_action(
 struct Running {
     shared: Arc<Shared>,
     id: i64,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Running {
@@ -400,31 +432,26 @@ async fn execute(
         // the row back, uncounted, for a host that has the action.
         tracing::warn!(
             action_id = row.id,
-            "action `{}:{}` missing from the claim snapshot: requeued",
-            row.module,
-            row.name
+            "action `{}` missing from the claim snapshot: requeued",
+            row.key
         );
         return Completion::requeue(row.id);
     };
-    let config = &shared.config;
-    let ms = Duration::from_millis;
-    let timeout = row
-        .timeout
-        .or(handler.info.timeout_ms.map(ms))
-        .unwrap_or(shared.runtime.limits().default_timeout);
     let invocation = Invocation {
         action_id: row.id.to_string(),
         attempt: row.attempt,
-        timeout,
+        timeout: row.timeout,
     };
     match handler
         .plugin
-        .invoke(&shared.runtime, &row.name, row.args, &invocation)
+        .invoke(&shared.engine, &row.key.name, row.args, &invocation)
         .await
     {
         Ok(result) => Completion::succeeded(row.id, result),
         Err(failure) => {
+            let config = &shared.config;
             let policy = handler.info.retry;
+            let ms = Duration::from_millis;
             let initial = row
                 .initial_backoff
                 .or(policy.map(|p| ms(p.initial_backoff_ms)))
@@ -433,13 +460,18 @@ async fn execute(
                 .max_backoff
                 .or(policy.map(|p| ms(p.max_backoff_ms)))
                 .unwrap_or(config.default_max_backoff);
-            let key = format!("{}:{}", row.module, row.name);
+            // Which build ran matters during a reload: name its digest.
+            let digest = handler.plugin.digest.short();
             if failure.retryable && row.attempt < row.max_attempts {
                 let delay = backoff::jittered(initial, max, row.attempt);
                 tracing::info!(
                     action_id = row.id,
                     attempt = row.attempt,
-                    "action `{key}` failed, retrying in {delay:?}: {failure}"
+                    action = %row.key,
+                    plugin = %handler.plugin.file_name(),
+                    %digest,
+                    "action `{}` failed, retrying in {delay:?}: {failure}",
+                    row.key
                 );
                 // The retry becomes due silently: wake the loop then rather
                 // than waiting for the next poll (a few ms late is fine: the
@@ -454,7 +486,11 @@ async fn execute(
                 tracing::warn!(
                     action_id = row.id,
                     attempt = row.attempt,
-                    "action `{key}` failed: {failure}"
+                    action = %row.key,
+                    plugin = %handler.plugin.file_name(),
+                    %digest,
+                    "action `{}` failed: {failure}",
+                    row.key
                 );
                 Completion::failed(row.id, failure.payload())
             }
@@ -501,14 +537,7 @@ async fn write_completions(
                 Ok(written) => {
                     let finished = batch
                         .iter()
-                        .filter(|c| {
-                            written.contains(&c.id)
-                                && matches!(
-                                    c.outcome,
-                                    queue::Outcome::Succeeded { .. }
-                                        | queue::Outcome::Failed { .. }
-                                )
-                        })
+                        .filter(|c| written.contains(&c.id) && c.outcome.is_final())
                         .count();
                     written_count.fetch_add(finished as u64, Ordering::Relaxed);
                     if written.len() < batch.len() {
@@ -525,7 +554,7 @@ async fn write_completions(
                     break;
                 }
                 Err(err) => {
-                    tracing::error!("{}; retrying in {delay:?}", sandbox::one_line(&err));
+                    tracing::error!("{}; retrying in {delay:?}", one_line(&err));
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -535,8 +564,14 @@ async fn write_completions(
     }
 }
 
-/// Renew, rescue, heartbeat, fail unknown actions — each on its own period.
-async fn maintain(pool: PgPool, owner: Arc<str>, shared: Arc<Shared>) {
+/// Renew, rescue, heartbeat, fail unknown actions — each on its own period —
+/// and announce registry changes at once.
+async fn maintain(
+    pool: PgPool,
+    owner: Arc<str>,
+    shared: Arc<Shared>,
+    mut changes: broadcast::Receiver<crate::registry::Change>,
+) {
     let config = &shared.config;
     let mut renew = tokio::time::interval(config.renew_every);
     let mut rescue = tokio::time::interval(config.rescue_every);
@@ -544,55 +579,123 @@ async fn maintain(pool: PgPool, owner: Arc<str>, shared: Arc<Shared>) {
     for timer in [&mut renew, &mut rescue, &mut heartbeat] {
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
+    // The worker holds the registry, so its channel cannot close while this
+    // runs; if it ever did, stop listening rather than spin on it.
+    let mut closed = false;
+    loop {
+        tokio::select! {
+            _ = renew.tick() => renew_leases(&pool, &owner, &shared).await,
+            _ = rescue.tick() => {
+                rescue_expired(&pool).await;
+                fail_unknown(&pool, config).await;
+            }
+            _ = heartbeat.tick() => send_heartbeat(&pool, &owner, &shared.registry).await,
+            change = changes.recv(), if !closed => {
+                let keys = match change {
+                    Ok(change) => change.served().map(ToString::to_string).collect(),
+                    Err(broadcast::error::RecvError::Lagged(_)) => shared.registry.names(),
+                    Err(broadcast::error::RecvError::Closed) => {
+                        closed = true;
+                        continue;
+                    }
+                };
+                announce(&pool, &owner, &shared.registry, &keys).await;
+            }
+        }
+    }
+}
+
+/// Extend the leases of the rows running here; abandon the ones this host no
+/// longer holds (rescued by another host, or cancelled).
+async fn renew_leases(pool: &PgPool, owner: &str, shared: &Shared) {
+    let ids: Vec<i64> = shared
+        .inflight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .copied()
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    match queue::renew(pool, owner, &ids, shared.config.lease).await {
+        Ok(owned) => {
+            // Abort outside the lock: the aborted task's guard takes it when
+            // it is dropped.
+            let lost: Vec<(i64, AbortHandle)> = {
+                let mut inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                ids.iter()
+                    .filter(|id| !owned.contains(id))
+                    .filter_map(|id| inflight.remove(id).map(|h| (*id, h)))
+                    .collect()
+            };
+            for (id, handle) in lost {
+                handle.abort();
+                tracing::warn!(
+                    action_id = id,
+                    "lost the lease (another host may run it): attempt abandoned"
+                );
+            }
+        }
+        Err(err) => tracing::error!("{}", one_line(&err)),
+    }
+}
+
+/// Take back the rows of hosts whose leases expired.
+async fn rescue_expired(pool: &PgPool) {
     let lease_expired = sandbox::host_error_payload(
         "LeaseExpired",
         "the host running this attempt stopped renewing its lease (it died or lost the database)",
     );
-    loop {
-        tokio::select! {
-            _ = renew.tick() => {
-                let ids: Vec<i64> = shared.inflight.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
-                if ids.is_empty() { continue; }
-                match queue::renew(&pool, &owner, &ids, config.lease).await {
-                    Ok(owned) => {
-                        // Abort outside the lock: the aborted task's guard
-                        // takes it when it is dropped.
-                        let lost: Vec<(i64, AbortHandle)> = {
-                            let mut inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
-                            ids.iter().filter(|id| !owned.contains(id)).filter_map(|id| inflight.remove(id).map(|h| (*id, h))).collect()
-                        };
-                        for (id, handle) in lost {
-                            handle.abort();
-                            tracing::warn!(action_id = id, "lost the lease (another host may run it): attempt abandoned");
-                        }
-                    }
-                    Err(err) => tracing::error!("{}", sandbox::one_line(&err)),
-                }
+    match queue::requeue_expired(pool, &lease_expired).await {
+        Ok(rescued) => {
+            for r in rescued {
+                tracing::warn!(
+                    action_id = r.id,
+                    previous_owner = %r.previous_owner,
+                    status = %r.status,
+                    "rescued a row whose lease expired"
+                );
             }
-            _ = rescue.tick() => {
-                match queue::requeue_expired(&pool, &lease_expired).await {
-                    Ok(rescued) => for r in rescued {
-                        tracing::warn!(action_id = r.id, previous_owner = %r.previous_owner, status = %r.status, "rescued a row whose lease expired");
-                    },
-                    Err(err) => tracing::error!("{}", sandbox::one_line(&err)),
-                }
-                let unknown = queue::fail_unknown(&pool, config.unknown_after, config.host_ttl, |module, name| {
-                    sandbox::host_error_payload(
-                        "UnknownActionError",
-                        &format!("no live host serves action `{module}:{name}` (waited {:?})", config.unknown_after),
-                    )
-                }).await;
-                match unknown {
-                    Ok(ids) if !ids.is_empty() => tracing::warn!(?ids, "failed rows whose action no host serves"),
-                    Ok(_) => {}
-                    Err(err) => tracing::error!("{}", sandbox::one_line(&err)),
-                }
-            }
-            _ = heartbeat.tick() => {
-                if let Err(err) = queue::heartbeat(&pool, &owner, &shared.registry.names()).await {
-                    tracing::error!("{}", sandbox::one_line(&err));
-                }
-            }
+        }
+        Err(err) => tracing::error!("{}", one_line(&err)),
+    }
+}
+
+/// Fail the rows whose action no live host has served for too long.
+async fn fail_unknown(pool: &PgPool, config: &WorkerConfig) {
+    let error_for = |module: &str, name: &str| {
+        sandbox::host_error_payload(
+            "UnknownActionError",
+            &format!(
+                "no live host serves action `{module}:{name}` (waited {:?})",
+                config.unknown_after
+            ),
+        )
+    };
+    match queue::fail_unknown(pool, config.unknown_after, config.host_ttl, error_for).await {
+        Ok(ids) if !ids.is_empty() => {
+            tracing::warn!(?ids, "failed rows whose action no host serves")
+        }
+        Ok(_) => {}
+        Err(err) => tracing::error!("{}", one_line(&err)),
+    }
+}
+
+/// Refresh this host's row in `cairn.hosts` with what it serves now.
+async fn send_heartbeat(pool: &PgPool, owner: &str, registry: &Registry) {
+    if let Err(err) = queue::heartbeat(pool, owner, &registry.names()).await {
+        tracing::error!("{}", one_line(&err));
+    }
+}
+
+/// The registry changed: publish what this host serves now, then wake every
+/// host for the rows of `keys` that may have waited for it.
+async fn announce(pool: &PgPool, owner: &str, registry: &Registry, keys: &[String]) {
+    send_heartbeat(pool, owner, registry).await;
+    if !keys.is_empty() {
+        if let Err(err) = notify::actions_available(pool, keys).await {
+            tracing::warn!("after a reload: {}", one_line(&err));
         }
     }
 }

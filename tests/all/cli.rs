@@ -40,6 +40,18 @@ fn assert_clean_failure(out: &Output, needle: &str) {
     );
 }
 
+/// A usage error: clap refused an argument before anything ran. One
+/// `error:` line, exit status 2.
+fn assert_usage_error(out: &Output, needle: &str) {
+    assert_clean_failure(out, needle);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a usage error exits 2: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn plugins_lists_actions_with_file_digest_and_imports() -> Result<()> {
     let dir = plugin_dir(&["greet", "chatty", "math"]);
@@ -178,7 +190,8 @@ fn bad_input_is_one_line_and_nonzero() -> Result<()> {
         &run(&["invoke", "greet:hello", "--plugins", "/definitely/missing"])?,
         "does not exist",
     );
-    assert_clean_failure(&run(&["invoke", "nocolon", "--plugins", d])?, "MODULE:NAME");
+    assert_usage_error(&run(&["invoke", "nocolon", "--plugins", d])?, "MODULE:NAME");
+    assert_usage_error(&run(&["invoke", "a:b:c", "--plugins", d])?, "MODULE:NAME");
     assert_clean_failure(
         &run(&[
             "invoke",

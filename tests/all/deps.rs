@@ -9,60 +9,53 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Context, Result};
-use cairn::config::HostConfig;
+use cairn::engine::Engine;
 use cairn::plugin::{Loader, Plugin};
 use cairn::queue::{ActionStatus, Client, EnqueueRequest};
-use cairn::registry::Registry;
-use cairn::runtime::Runtime;
-use cairn::sandbox::Invocation;
-use cairn::worker::{Worker, WorkerConfig};
+use cairn::serve::Host;
+use cairn::settings::Settings;
 use serde_json::{json, Value};
 
 use crate::pg::fresh_db;
-use crate::support::{cairn, plugin_dir, runtime, wasm};
+use crate::support::{
+    self, cairn, engine, fast_worker, invocation, plugin_dir, wasm, InProcess, SOON,
+};
 
-fn config(toml: &str) -> Result<Arc<HostConfig>> {
-    Ok(Arc::new(HostConfig::parse(toml, Path::new("cairn.toml"))?))
+fn parse(toml: &str) -> Result<Settings> {
+    Settings::parse(toml, Path::new("cairn.toml"), &cairn::deps::names())
 }
 
-/// Load example plugin `name` (crate name) with `config` and, if given, a
+fn config(toml: &str) -> Result<Arc<Settings>> {
+    Ok(Arc::new(parse(toml)?))
+}
+
+/// Load example plugin `name` (crate name) with `settings` and, if given, a
 /// database.
 async fn load(
     name: &str,
-    config: Arc<HostConfig>,
+    settings: Arc<Settings>,
     pool: Option<&sqlx::PgPool>,
-) -> Result<(Runtime, Plugin)> {
-    let runtime = runtime();
-    let mut loader = Loader::new(runtime.clone()).with_config(config);
+) -> Result<(Engine, Plugin)> {
+    let engine = engine();
+    let mut loader = Loader::new(engine.clone()).with_settings(settings);
     if let Some(pool) = pool {
         loader = loader.with_pool(pool.clone());
     }
     let plugin = loader.load_file(&wasm(name)).await?;
-    Ok((runtime, plugin))
+    Ok((engine, plugin))
 }
 
-/// Call `action` with JSON kwargs; `Ok(result)` or `Err(one-line failure)`.
+/// [`support::call`], with a failure as its one-line text (`Type: message`),
+/// which is what these tests compare.
 async fn call(
-    runtime: &Runtime,
+    engine: &Engine,
     plugin: &Plugin,
     action: &str,
     args: Value,
 ) -> Result<Result<Value, String>> {
-    let arguments = cairn_payload::json::json_to_arguments(&args).map_err(|e| anyhow!("{e}"))?;
-    let invocation = Invocation {
-        action_id: "test".into(),
-        attempt: 1,
-        timeout: Duration::from_secs(10),
-    };
-    let bytes = cairn_payload::encode_arguments(&arguments);
-    Ok(
-        match plugin.invoke(runtime, action, bytes, &invocation).await {
-            Ok(bytes) => Ok(cairn_payload::json::payload_to_json(&bytes)
-                .map_err(|e| anyhow!("{e}"))?["result"]
-                .clone()),
-            Err(failure) => Err(failure.to_string()),
-        },
-    )
+    Ok(support::call(engine, plugin, action, args)
+        .await?
+        .map_err(|failure| failure.to_string()))
 }
 
 #[tokio::test]
@@ -158,15 +151,23 @@ async fn kv_without_a_database_is_a_clear_error() -> Result<()> {
 }
 
 #[tokio::test]
-async fn secret_is_visible_to_its_plugin_only() -> Result<()> {
+async fn settings_never_show_a_secret_when_printed() -> Result<()> {
     let cfg = config(
-        "[plugins.secrets]\ngrants = [\"config\"]\n[plugins.secrets.secrets]\ntoken = \"s3cr3t-value\"\n\
-         [plugins.other]\ngrants = [\"config\"]\n[plugins.other.secrets]\nmine = \"not-yours\"\n",
+        "[plugins.secrets]\ngrants = [\"config\"]\n[plugins.secrets.secrets]\ntoken = \"s3cr3t-value\"\n",
     )?;
     ensure!(
         !format!("{cfg:?}").contains("s3cr3t-value"),
         "Debug shows a secret"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn secret_is_visible_to_its_plugin_only() -> Result<()> {
+    let cfg = config(
+        "[plugins.secrets]\ngrants = [\"config\"]\n[plugins.secrets.secrets]\ntoken = \"s3cr3t-value\"\n\
+         [plugins.other]\ngrants = [\"config\"]\n[plugins.other.secrets]\nmine = \"not-yours\"\n",
+    )?;
     let (rt, secrets) = load("secrets", cfg, None).await?;
     assert_eq!(
         call(&rt, &secrets, "reveal", json!({"key": "token"})).await?,
@@ -255,12 +256,9 @@ async fn secret_from_the_environment_reaches_its_plugin() -> Result<()> {
 
 #[tokio::test]
 async fn unknown_config_key_is_an_error_naming_it() -> Result<()> {
-    let err = HostConfig::parse(
-        "[plugins.counter]\ngrants = [\"kv\"]\nkv_namspace = \"x\"\n",
-        Path::new("cairn.toml"),
-    )
-    .err()
-    .context("a misspelt key was accepted")?;
+    let err = parse("[plugins.counter]\ngrants = [\"kv\"]\nkv_namspace = \"x\"\n")
+        .err()
+        .context("a misspelt key was accepted")?;
     assert!(format!("{err:#}").contains("kv_namspace"), "{err:#}");
 
     let dir = plugin_dir(&["greet"]);
@@ -285,12 +283,9 @@ async fn unknown_config_key_is_an_error_naming_it() -> Result<()> {
 
 #[tokio::test]
 async fn unknown_grant_name_is_an_error() -> Result<()> {
-    let err = HostConfig::parse(
-        "[plugins.counter]\ngrants = [\"kvv\"]\n",
-        Path::new("cairn.toml"),
-    )
-    .err()
-    .context("an unknown grant was accepted")?;
+    let err = parse("[plugins.counter]\ngrants = [\"kvv\"]\n")
+        .err()
+        .context("an unknown grant was accepted")?;
     assert!(format!("{err:#}").contains("kvv"), "{err:#}");
     Ok(())
 }
@@ -309,18 +304,12 @@ async fn dependency_cache_on_and_off_counts_constructions() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_up_enqueue_creates_a_row_a_worker_completes() -> Result<()> {
     let db = fresh_db().await?;
-    let cfg = config("[plugins.chain]\ngrants = [\"enqueue\"]\n")?;
-    let runtime = runtime();
-    let loader = Loader::new(runtime.clone())
-        .with_config(cfg)
-        .with_pool(db.pool.clone());
-    let registry = Registry::new();
-    for name in ["chain", "greet"] {
-        registry.register_plugin(Arc::new(loader.load_file(&wasm(name)).await?))?;
-    }
+    let (mut options, dir) = support::serve_options(&["chain", "greet"], fast_worker());
+    options.settings = config("[plugins.chain]\ngrants = [\"enqueue\"]\n")?;
+    let host = Host::start(options, db.pool.clone()).await?;
     let client = Client::new(db.pool.clone());
     let first = client
         .enqueue(
@@ -332,21 +321,8 @@ async fn follow_up_enqueue_creates_a_row_a_worker_completes() -> Result<()> {
             ),
         )
         .await?;
-    let worker = Worker::new(
-        runtime,
-        Arc::new(registry),
-        db.pool.clone(),
-        "deps-test".into(),
-        WorkerConfig {
-            poll_interval: Duration::from_millis(50),
-            ..WorkerConfig::default()
-        },
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    let row = client.wait(first, Duration::from_secs(30)).await?;
+    let worker = InProcess::run(&db.pool, host, Some(dir)).await?;
+    let row = client.wait(first, SOON).await?;
     ensure!(
         row.status == ActionStatus::Succeeded,
         "chain failed: {row:?}"
@@ -355,14 +331,13 @@ async fn follow_up_enqueue_creates_a_row_a_worker_completes() -> Result<()> {
         .map_err(|e| anyhow!("{e}"))?["result"]
         .as_i64()
         .context("greet_later returned no id")?;
-    let greeted = client.wait(follow_up, Duration::from_secs(30)).await?;
+    let greeted = client.wait(follow_up, SOON).await?;
     assert_eq!(
         (greeted.module.as_str(), greeted.name.as_str()),
         ("greet", "hello")
     );
     assert_eq!(greeted.status, ActionStatus::Succeeded, "{greeted:?}");
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), task).await???;
+    worker.stop(SOON).await?;
     Ok(())
 }
 
@@ -398,7 +373,7 @@ fn weather_server() -> Result<(String, Arc<std::sync::atomic::AtomicUsize>)> {
     Ok((addr, hits))
 }
 
-fn weather_config(api: &str, allowed: &str) -> Result<Arc<HostConfig>> {
+fn weather_config(api: &str, allowed: &str) -> Result<Arc<Settings>> {
     config(&format!(
         "[plugins.weather]\ngrants = [\"kv\", \"config\", \"http\"]\nallowed_hosts = [\"{allowed}\"]\n\
          [plugins.weather.config]\napi_url = \"http://{api}/\"\n\
@@ -417,8 +392,21 @@ async fn http_to_an_allowed_local_host_works() -> Result<()> {
     assert_eq!(forecast["summary"], json!("sunny"));
     assert_eq!(forecast["from_cache"], json!(false));
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
-    // kv from the same guest: the second call is served from the cache
-    // (get + increment), `forget` deletes it, and the next call fetches again.
+    Ok(())
+}
+
+#[tokio::test]
+async fn kv_get_increment_and_delete_work_from_a_real_guest() -> Result<()> {
+    let db = fresh_db().await?;
+    let (addr, hits) = weather_server()?;
+    let (rt, weather) = load("weather", weather_config(&addr, &addr)?, Some(&db.pool)).await?;
+    // weather caches each forecast in kv: the first call stores it...
+    let first = call(&rt, &weather, "forecast", json!({"city": "Paris"}))
+        .await?
+        .map_err(|e| anyhow!(e))?;
+    assert_eq!(first["from_cache"], json!(false));
+    // ...the second is served from the cache (get + increment), `forget`
+    // deletes it, and the next call fetches again.
     let cached = call(&rt, &weather, "forecast", json!({"city": "Paris"}))
         .await?
         .map_err(|e| anyhow!(e))?;
@@ -471,21 +459,34 @@ async fn http_needs_its_own_grant() -> Result<()> {
 }
 
 #[tokio::test]
-async fn per_plugin_memory_cap_and_timeout_narrow_the_host_limits() -> Result<()> {
-    let cfg = config("[plugins.hog]\nmemory_mib = 16\n\n[plugins.sleepy]\ntimeout = \"300ms\"\n")?;
-    let (rt, hog) = load("hog", cfg.clone(), None).await?;
+async fn per_plugin_memory_cap_narrows_the_host_limit() -> Result<()> {
+    let cfg = config("[plugins.hog]\nmemory_mib = 16\n")?;
+    let (rt, hog) = load("hog", cfg, None).await?;
     assert!(call(&rt, &hog, "eat", json!({"mib": 4})).await?.is_ok());
     let err = call(&rt, &hog, "eat", json!({"mib": 32}))
         .await?
         .err()
         .context("hog ate past its 16 MiB cap")?;
     assert!(err.contains("memory limit of 16 MiB"), "{err}");
+    Ok(())
+}
 
+#[tokio::test]
+async fn per_plugin_timeout_narrows_the_requested_budget() -> Result<()> {
+    let cfg = config("[plugins.sleepy]\ntimeout = \"300ms\"\n")?;
     let (rt, sleepy) = load("sleepy", cfg, None).await?;
-    let err = call(&rt, &sleepy, "nap_always", json!({"ms": 5000}))
-        .await?
-        .err()
-        .context("sleepy ran past its 300ms timeout")?;
+    // The row asks for 10 s; the plugin's cap of 300 ms wins.
+    let failure = support::call_with(
+        &rt,
+        &sleepy,
+        "nap_always",
+        json!({"ms": 5000}),
+        invocation(Some(Duration::from_secs(10))),
+    )
+    .await?
+    .err()
+    .context("sleepy ran past its 300ms timeout")?;
+    let err = failure.to_string();
     assert!(
         err.contains("TimeoutError") && err.contains("300ms"),
         "{err}"
@@ -552,16 +553,13 @@ async fn http_response_over_the_size_limit_is_cut_off() -> Result<()> {
 #[tokio::test]
 async fn http_server_that_never_answers_hits_the_first_byte_timeout() -> Result<()> {
     let db = fresh_db().await?;
+    // The behaviour under test: a server that accepts and never answers.
     let addr = misbehaving_server(|_stream| std::thread::sleep(Duration::from_secs(60)))?;
     let (rt, weather) = load("weather", weather_config(&addr, &addr)?, Some(&db.pool)).await?;
     let arguments = cairn_payload::json::json_to_arguments(&json!({"city": "Lima"}))
         .map_err(|e| anyhow!("{e}"))?;
     // A call budget longer than the HTTP timeout, so the latter must fire.
-    let invocation = Invocation {
-        action_id: "test".into(),
-        attempt: 1,
-        timeout: Duration::from_secs(60),
-    };
+    let invocation = invocation(Some(Duration::from_secs(60)));
     let started = std::time::Instant::now();
     let failure = weather
         .invoke(

@@ -7,21 +7,22 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use cairn::key::ActionKey;
 use cairn::queue::{
     self, ActionStatus, ClaimedAction, Client, Completion, EnqueueRequest, ServedAction,
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::pg::fresh_db;
+use crate::pg::{fresh_db, TestDb};
+use crate::support::{until, SOON};
 
 const LEASE: Duration = Duration::from_secs(30);
 
 fn served(keys: &[(&str, &str)]) -> Vec<ServedAction> {
     keys.iter()
         .map(|(m, n)| ServedAction {
-            module: (*m).into(),
-            name: (*n).into(),
+            key: ActionKey::new(*m, *n),
             max_attempts: 3,
         })
         .collect()
@@ -33,6 +34,27 @@ async fn claim_all(
     keys: &[(&str, &str)],
 ) -> Result<Vec<ClaimedAction>> {
     queue::claim(pool, owner, 1000, LEASE, &served(keys)).await
+}
+
+/// Waits until a rescue (`requeue_expired`) takes back some row, as it does
+/// once a lease the test made expire at once is in the past by the
+/// database's clock; returns what it rescued.
+async fn rescued(pool: &PgPool, error: &[u8]) -> Result<Vec<queue::Rescued>> {
+    until("a rescue of the expired lease", SOON, || async {
+        let rescued = queue::requeue_expired(pool, error).await?;
+        Ok((!rescued.is_empty()).then_some(rescued))
+    })
+    .await
+}
+
+/// Waits until a claim for `keys` takes some row (once it is due); returns
+/// the rows claimed.
+async fn claimed(pool: &PgPool, owner: &str, keys: &[(&str, &str)]) -> Result<Vec<ClaimedAction>> {
+    until("a due row to be claimed", SOON, || async {
+        let claimed = claim_all(pool, owner, keys).await?;
+        Ok((!claimed.is_empty()).then_some(claimed))
+    })
+    .await
 }
 
 async fn status(pool: &PgPool, id: i64) -> Result<ActionStatus> {
@@ -74,7 +96,7 @@ async fn claim_takes_rows_by_priority_then_run_at_then_id() -> Result<()> {
 }
 
 #[tokio::test]
-async fn claim_returns_at_most_limit_rows_and_stamps_the_lease() -> Result<()> {
+async fn claim_returns_at_most_limit_rows() -> Result<()> {
     let db = fresh_db().await?;
     let client = Client::new(db.pool.clone());
     for _ in 0..10 {
@@ -82,6 +104,24 @@ async fn claim_returns_at_most_limit_rows_and_stamps_the_lease() -> Result<()> {
     }
     let first = queue::claim(&db.pool, "host-1", 4, LEASE, &served(&[("m", "a")])).await?;
     ensure!(first.len() == 4, "claimed {}", first.len());
+    let rest = queue::claim(&db.pool, "host-2", 100, LEASE, &served(&[("m", "a")])).await?;
+    ensure!(rest.len() == 6, "then claimed {}", rest.len());
+    ensure!(
+        queue::claim(&db.pool, "host-2", 0, LEASE, &served(&[("m", "a")]))
+            .await?
+            .is_empty()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn claim_stamps_the_lease_and_counts_the_attempt() -> Result<()> {
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    for _ in 0..10 {
+        client.enqueue(&EnqueueRequest::new("m", "a")).await?;
+    }
+    let first = queue::claim(&db.pool, "host-1", 4, LEASE, &served(&[("m", "a")])).await?;
     let c = &first[0];
     ensure!(c.attempt == 1 && c.max_attempts == 3, "{c:?}");
     ensure!(
@@ -94,13 +134,6 @@ async fn claim_returns_at_most_limit_rows_and_stamps_the_lease() -> Result<()> {
     .fetch_one(&db.pool)
     .await?;
     ensure!(owner.as_deref() == Some("host-1") && running == 4);
-    let rest = queue::claim(&db.pool, "host-2", 100, LEASE, &served(&[("m", "a")])).await?;
-    ensure!(rest.len() == 6, "then claimed {}", rest.len());
-    ensure!(
-        queue::claim(&db.pool, "host-2", 0, LEASE, &served(&[("m", "a")]))
-            .await?
-            .is_empty()
-    );
     Ok(())
 }
 
@@ -221,8 +254,7 @@ async fn a_rescued_row_cannot_be_completed_by_its_old_owner() -> Result<()> {
     let client = Client::new(db.pool.clone());
     let id = client.enqueue(&EnqueueRequest::new("m", "a")).await?;
     queue::claim(&db.pool, "old", 10, Duration::ZERO, &served(&[("m", "a")])).await?;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let rescued = queue::requeue_expired(&db.pool, b"lost").await?;
+    let rescued = rescued(&db.pool, b"lost").await?;
     ensure!(
         rescued.len() == 1 && rescued[0].previous_owner == "old",
         "{rescued:?}"
@@ -284,9 +316,14 @@ async fn retry_sets_run_at_to_the_backoff_and_hides_the_row_until_then() -> Resu
         claim_all(&db.pool, "h", &[("m", "a")]).await?.is_empty(),
         "claimed during backoff"
     );
-    tokio::time::sleep(backoff + Duration::from_millis(200)).await;
-    let again = claim_all(&db.pool, "h", &[("m", "a")]).await?;
+    let again = claimed(&db.pool, "h", &[("m", "a")]).await?;
     ensure!(again.len() == 1 && again[0].attempt == 2, "{again:?}");
+    let claimed_at = started_at(&db.pool, id).await?;
+    ensure!(
+        claimed_at >= row.run_at,
+        "claimed at {claimed_at}, before the backoff ended at {}",
+        row.run_at
+    );
     Ok(())
 }
 
@@ -304,8 +341,7 @@ async fn a_rescue_of_the_last_attempt_fails_the_row() -> Result<()> {
             claimed.len() == 1 && claimed[0].attempt == attempt,
             "{claimed:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let rescued = queue::requeue_expired(&db.pool, b"lease expired").await?;
+        let rescued = rescued(&db.pool, b"lease expired").await?;
         let expected = if attempt == 1 {
             ActionStatus::Queued
         } else {
@@ -341,8 +377,7 @@ async fn requeue_expired_rescues_only_expired_leases_and_counts_the_attempt() ->
     )
     .await?;
     queue::claim(&db.pool, "live-host", 10, LEASE, &served(&[("m", "alive")])).await?;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let rescued = queue::requeue_expired(&db.pool, b"lost").await?;
+    let rescued = rescued(&db.pool, b"lost").await?;
     ensure!(
         rescued.iter().map(|r| r.id).collect::<Vec<_>>() == vec![dead],
         "{rescued:?}"
@@ -480,11 +515,27 @@ async fn delayed_rows_are_not_claimed_before_they_are_due() -> Result<()> {
         claim_all(&db.pool, "h", &[("m", "a")]).await?.is_empty(),
         "claimed early"
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let claimed = claim_all(&db.pool, "h", &[("m", "a")]).await?;
+    let claimed = claimed(&db.pool, "h", &[("m", "a")]).await?;
     ensure!(claimed.iter().map(|c| c.id).collect::<Vec<_>>() == vec![later]);
+    let due = claimed[0].run_at;
+    let claimed_at = started_at(&db.pool, later).await?;
+    ensure!(
+        claimed_at >= due,
+        "claimed at {claimed_at}, before it was due at {due}"
+    );
     ensure!(status(&db.pool, future).await? == ActionStatus::Queued);
     Ok(())
+}
+
+/// When row `id` was last claimed (database clock).
+async fn started_at(pool: &PgPool, id: i64) -> Result<DateTime<Utc>> {
+    sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+        "SELECT started_at FROM cairn.actions WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await?
+    .context("never claimed")
 }
 
 /// Makes host `id` look up for a long time already.
@@ -569,13 +620,39 @@ async fn unknown_action_is_failed_once_no_live_host_serves_it() -> Result<()> {
         status(&db.pool, recent).await? == ActionStatus::Queued,
         "a row due for less than `after` was failed"
     );
-    // A removed host counts as gone at once.
-    queue::heartbeat(&db.pool, "dead-host", &["m:rare".into()]).await?;
-    queue::remove_host(&db.pool, "dead-host").await?;
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM cairn.hosts")
-        .fetch_one(&db.pool)
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_removed_host_stops_serving_its_actions_at_once() -> Result<()> {
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let id = client
+        .enqueue(&EnqueueRequest::new("m", "rare").run_at(Utc::now() - chrono::Duration::hours(1)))
         .await?;
-    ensure!(n == 1);
+    queue::heartbeat(&db.pool, "this-host", &["m:common".into()]).await?;
+    backdate_host(&db.pool, "this-host").await?;
+    queue::heartbeat(&db.pool, "leaving-host", &["m:rare".into()]).await?;
+    let judge = || {
+        queue::fail_unknown(
+            &db.pool,
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+            no_host_error,
+        )
+    };
+    // While its heartbeat is fresh, the leaving host keeps the row alive...
+    ensure!(
+        judge().await?.is_empty(),
+        "failed while a live host served it"
+    );
+    // ...and once it deregisters, without waiting for its heartbeat to age.
+    queue::remove_host(&db.pool, "leaving-host").await?;
+    ensure!(crate::support::host_ids(&db.pool).await? == ["this-host"]);
+    ensure!(
+        judge().await? == vec![id],
+        "not failed once its host was removed"
+    );
     Ok(())
 }
 
@@ -586,32 +663,85 @@ async fn enqueue_notifies_idle_hosts_on_cairn_actions() -> Result<()> {
     let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool).await?;
     listener.listen("cairn_actions").await?;
     client.enqueue(&EnqueueRequest::new("mod", "act")).await?;
-    let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+    let n = tokio::time::timeout(SOON, listener.recv())
         .await
-        .context("no notification within 5 s")??;
-    ensure!(n.payload() == "mod:act", "payload {:?}", n.payload());
-    // A requeued row wakes hosts too.
-    let claimed = claim_all(&db.pool, "h", &[("mod", "act")]).await?;
-    queue::complete(&db.pool, "h", &[Completion::requeue(claimed[0].id)]).await?;
-    let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
-        .await
-        .context("no notification for the requeue within 5 s")??;
+        .context("no notification for the enqueue")??;
     ensure!(n.payload() == "mod:act", "payload {:?}", n.payload());
     Ok(())
 }
 
 #[tokio::test]
-async fn wait_returns_when_the_row_completes() -> Result<()> {
+async fn requeue_notifies_idle_hosts_on_cairn_actions() -> Result<()> {
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    client.enqueue(&EnqueueRequest::new("mod", "act")).await?;
+    let claimed = claim_all(&db.pool, "h", &[("mod", "act")]).await?;
+    // Listening from here on: what arrives is the requeue's.
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool).await?;
+    listener.listen("cairn_actions").await?;
+    queue::complete(&db.pool, "h", &[Completion::requeue(claimed[0].id)]).await?;
+    let n = tokio::time::timeout(SOON, listener.recv())
+        .await
+        .context("no notification for the requeue")??;
+    ensure!(n.payload() == "mod:act", "payload {:?}", n.payload());
+    Ok(())
+}
+
+/// A client on a pool of its own whose connections name themselves
+/// `application_name`, so that `pg_stat_activity` shows what its `wait` is
+/// doing: [`last_read`] tells when it last read the rows it waits for.
+async fn observed_client(db: &TestDb, application_name: &str) -> Result<Client> {
+    let options = (*db.pool.connect_options())
+        .clone()
+        .application_name(application_name);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await?;
+    Ok(Client::new(pool))
+}
+
+/// When (database clock) the latest *finished* read of rows by the client
+/// named `application_name` started: `wait` reads once after it LISTENs,
+/// then again on each notification for its rows and on each poll.
+async fn last_read(pool: &PgPool, application_name: &str) -> Result<Option<DateTime<Utc>>> {
+    Ok(sqlx::query_scalar(
+        "SELECT max(query_start) FROM pg_stat_activity
+         WHERE application_name = $1 AND state = 'idle'
+           AND query LIKE '%FROM cairn.actions WHERE id = ANY%'",
+    )
+    .bind(application_name)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Starts `wait` for row `id` on a client named `name` and returns it once
+/// that wait has read the row for the first time (still unfinished, as the
+/// caller has not finished it), with when that read started.
+async fn waiting_on(
+    db: &TestDb,
+    name: &str,
+    id: i64,
+) -> Result<(
+    tokio::task::JoinHandle<Result<queue::ActionResult>>,
+    DateTime<Utc>,
+)> {
+    let client = observed_client(db, name).await?;
+    let waiter = tokio::spawn(async move { client.wait(id, SOON).await });
+    let read = until("the waiter's first read", SOON, || async {
+        last_read(&db.pool, name).await
+    })
+    .await?;
+    Ok((waiter, read))
+}
+
+#[tokio::test]
+async fn wait_is_woken_by_the_completion_notification_before_its_poll() -> Result<()> {
     let db = fresh_db().await?;
     let client = Client::new(db.pool.clone());
     let id = client.enqueue(&EnqueueRequest::new("m", "a")).await?;
-    let waiter = {
-        let client = client.clone();
-        tokio::spawn(async move { client.wait(id, Duration::from_secs(30)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (waiter, first_read) = waiting_on(&db, "wait-notified", id).await?;
     claim_all(&db.pool, "h", &[("m", "a")]).await?;
-    let started = std::time::Instant::now();
     queue::complete(
         &db.pool,
         "h",
@@ -619,11 +749,48 @@ async fn wait_returns_when_the_row_completes() -> Result<()> {
     )
     .await?;
     let row = waiter.await??;
+    let returned = Utc::now();
     ensure!(row.status == ActionStatus::Succeeded && row.result.as_deref() == Some(&b"done"[..]));
+    // Without the notification the next read is the poll, a whole poll
+    // interval after the first read ended; only the notification can
+    // bring the row back sooner (the companion test below shows it).
+    let poll = chrono::TimeDelta::from_std(queue::defaults::POLL_INTERVAL)?;
     ensure!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
+        returned < first_read + poll,
+        "wait returned {} ms after its first read, not before its {} ms poll: \
+         the completion's notification did not wake it",
+        (returned - first_read).num_milliseconds(),
+        poll.num_milliseconds()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn wait_without_the_notification_still_returns_at_its_poll() -> Result<()> {
+    let db = fresh_db().await?;
+    // Break the notification: no `cairn_results` when a row finishes.
+    sqlx::query("DROP TRIGGER actions_notify_finished ON cairn.actions")
+        .execute(&db.pool)
+        .await?;
+    let client = Client::new(db.pool.clone());
+    let id = client.enqueue(&EnqueueRequest::new("m", "a")).await?;
+    let (waiter, first_read) = waiting_on(&db, "wait-polling", id).await?;
+    claim_all(&db.pool, "h", &[("m", "a")]).await?;
+    queue::complete(
+        &db.pool,
+        "h",
+        &[Completion::succeeded(id, b"done".to_vec())],
+    )
+    .await?;
+    let row = waiter.await??;
+    let returned = Utc::now();
+    ensure!(row.status == ActionStatus::Succeeded && row.result.as_deref() == Some(&b"done"[..]));
+    let poll = chrono::TimeDelta::from_std(queue::defaults::POLL_INTERVAL)?;
+    ensure!(
+        returned >= first_read + poll,
+        "wait returned {} ms after its first read, before its {} ms poll, with no notification",
+        (returned - first_read).num_milliseconds(),
+        poll.num_milliseconds()
     );
     Ok(())
 }
@@ -634,14 +801,23 @@ async fn wait_gives_back_the_unfinished_row_at_its_timeout() -> Result<()> {
     let client = Client::new(db.pool.clone());
     let id = client.enqueue(&EnqueueRequest::new("m", "a")).await?;
     let row = client.wait(id, Duration::from_millis(300)).await?;
-    ensure!(row.status == ActionStatus::Queued);
     ensure!(
-        client
-            .wait(987_654, Duration::from_millis(10))
-            .await
-            .is_err(),
-        "no such row"
+        row.status == ActionStatus::Queued && row.id == id,
+        "{row:?}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn wait_for_a_row_that_does_not_exist_is_an_error() -> Result<()> {
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let err = client
+        .wait(987_654, Duration::from_millis(10))
+        .await
+        .err()
+        .context("waited for a row that does not exist")?;
+    ensure!(format!("{err:#}").contains("987654"), "{err:#}");
     Ok(())
 }
 
@@ -651,14 +827,37 @@ async fn wait_many_returns_every_row_once_all_are_finished() -> Result<()> {
     let client = Client::new(db.pool.clone());
     let requests: Vec<_> = (0..5).map(|_| EnqueueRequest::new("m", "a")).collect();
     let ids = client.enqueue_many(&requests).await?;
+    let name = "wait-many";
     let waiter = {
-        let (client, ids) = (client.clone(), ids.clone());
-        tokio::spawn(async move { client.wait_many(&ids, Duration::from_secs(30)).await })
+        let (client, ids) = (observed_client(&db, name).await?, ids.clone());
+        tokio::spawn(async move { client.wait_many(&ids, SOON).await })
     };
+    until("the waiter's first read", SOON, || async {
+        last_read(&db.pool, name).await
+    })
+    .await?;
     let claimed = claim_all(&db.pool, "h", &[("m", "a")]).await?;
-    for c in &claimed {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    ensure!(claimed.len() == 5, "{claimed:?}");
+    // One row at a time; the waiter reads again after each and keeps
+    // waiting while any is unfinished.
+    for (i, c) in claimed.iter().enumerate() {
         queue::complete(&db.pool, "h", &[Completion::failed(c.id, vec![c.id as u8])]).await?;
+        if i + 1 == claimed.len() {
+            break;
+        }
+        let completed = crate::support::db_now(&db.pool).await?;
+        until("the waiter to read the completion", SOON, || async {
+            Ok(last_read(&db.pool, name)
+                .await?
+                .filter(|at| *at > completed)
+                .map(|_| ()))
+        })
+        .await?;
+        ensure!(
+            !waiter.is_finished(),
+            "wait_many returned with {} of 5 rows finished",
+            i + 1
+        );
     }
     let rows = waiter.await??;
     ensure!(

@@ -2,15 +2,16 @@
 //! no-op, another digest for the same `module:name` is refused naming both
 //! files, and the same action name in two modules is fine.
 
-use crate::support::{runtime, wasm, with_custom_section};
+use crate::support::{engine, wasm, with_custom_section};
 use anyhow::Result;
+use cairn::key::ActionKey;
 use cairn::plugin;
 use cairn::registry::{ActionHandler, Registry};
 use std::sync::Arc;
 
 #[tokio::test]
 async fn same_digest_twice_is_a_no_op() -> Result<()> {
-    let rt = runtime();
+    let rt = engine();
     let dir = tempfile::tempdir()?;
     let copy = dir.path().join("greet-copy.wasm");
     std::fs::copy(wasm("greet"), &copy)?;
@@ -23,7 +24,7 @@ async fn same_digest_twice_is_a_no_op() -> Result<()> {
 
 #[tokio::test]
 async fn other_digest_for_same_action_is_refused_naming_both_files() -> Result<()> {
-    let rt = runtime();
+    let rt = engine();
     let dir = tempfile::tempdir()?;
     let v2 = dir.path().join("greet-v2.wasm");
     std::fs::write(
@@ -46,10 +47,7 @@ async fn other_digest_for_same_action_is_refused_naming_both_files() -> Result<(
         "{text}"
     );
     // The single-action API follows the same rule.
-    let handler = Arc::new(ActionHandler {
-        plugin: other,
-        info: v1.actions[0].clone(),
-    });
+    let handler = Arc::new(ActionHandler::new(other, v1.actions[0].clone()));
     assert!(registry.register("greet", "hello", handler).is_err());
     // The original stays registered.
     assert_eq!(
@@ -61,14 +59,14 @@ async fn other_digest_for_same_action_is_refused_naming_both_files() -> Result<(
 
 #[tokio::test]
 async fn same_action_name_in_two_modules_is_fine() -> Result<()> {
-    let rt = runtime();
+    let rt = engine();
     let registry = Registry::new();
     let greet = Arc::new(plugin::load_file(&rt, &wasm("greet")).await?);
     registry.register_plugin(greet.clone())?;
     // Register greet's `hello` under another module name too.
     let handler = Arc::new(ActionHandler {
-        plugin: greet.clone(),
-        info: greet.actions[0].clone(),
+        key: ActionKey::new("other", "hello"),
+        ..ActionHandler::new(greet.clone(), greet.actions[0].clone())
     });
     registry.register("other", "hello", handler)?;
     assert_eq!(
@@ -77,7 +75,18 @@ async fn same_action_name_in_two_modules_is_fine() -> Result<()> {
     );
     assert_eq!(registry.entries().len(), 2);
     assert!(registry.get("other", "hello").is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn reset_unregisters_everything() -> Result<()> {
+    let registry = Registry::new();
+    registry.register_plugin(Arc::new(
+        plugin::load_file(&engine(), &wasm("greet")).await?,
+    ))?;
+    assert!(!registry.names().is_empty());
     registry.reset();
     assert!(registry.names().is_empty());
+    assert!(registry.snapshot().is_empty());
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Hot reload end to end: a [`Reloader`] watching a real directory (inotify),
 //! real components (the `versioned` example, whose version number the tests
-//! patch into its data section), a real worker on a fresh PostgreSQL
-//! database, and the artifact cache on disk.
+//! patch into its data section), the artifact cache on disk, and — when the
+//! test serves — a real [`cairn::serve::Host`] (the type `cairn serve` runs)
+//! on a fresh PostgreSQL database, observed through its plugin directory.
 //!
 //! Every wait is bounded: a test that would hang fails naming what it
 //! waited for. Files land the way operators should land them (written in a
@@ -15,30 +16,27 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, ensure, Context, Result};
-use cairn::plugin::{LoadCounts, Loader, Phase};
+use cairn::bench::reload::{result_version, with_version};
+use cairn::engine::Engine;
+use cairn::key::{ActionKey, Digest};
+use cairn::plugin::{ArtifactCache, LoadCounts, LoadPhase, Loader};
 use cairn::queue::{ActionStatus, Client, EnqueueRequest};
 use cairn::registry::{Change, Registry};
-use cairn::reload::bench::{result_version, with_version};
-use cairn::reload::{self, Announcer, ArtifactCache, Outcome, ReloadConfig, ReloadEvent, Reloader};
-use cairn::sandbox::Invocation;
-use cairn::worker::{Worker, WorkerConfig};
+use cairn::reload::{FileOutcome, PluginDir, ReloadConfig, ReloadEvent, Reloader};
+use cairn::serve::{Host as ServeHost, ServeOptions};
+use cairn::worker::WorkerConfig;
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use sqlx::Row;
-use tokio::sync::{broadcast, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::broadcast;
 
 use crate::pg::{fresh_db, TestDb};
-use crate::support::{cairn, plugin_dir, runtime, until, wasm};
-
-/// Generous bound for anything that should take well under a second: the
-/// machine may be busy with other tests (2 cores).
-const SOON: Duration = Duration::from_secs(20);
+use crate::support::{
+    cairn, claimed_since, db_now, engine, host_keys, invocation, plugin_dir, until, wasm,
+    InProcess, SOON,
+};
 
 /// Bound on a whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(180);
-
-/// How often the tests look at the database while waiting.
 
 // ---------------------------------------------------------------------------
 // Fixtures
@@ -49,8 +47,8 @@ fn versioned(version: u32) -> Result<Vec<u8>> {
     with_version(&std::fs::read(wasm("versioned"))?, version)
 }
 
-fn digest(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+fn digest(bytes: &[u8]) -> Digest {
+    Digest::of(bytes)
 }
 
 /// Reload settings for tests: the defaults, a cache of the test's own.
@@ -58,9 +56,14 @@ fn config(state: &Path) -> ReloadConfig {
     ReloadConfig::new(state)
 }
 
+/// A loader for `config`, as a host builds it: with its artifact cache.
+fn loader_for(config: &ReloadConfig) -> Loader {
+    Loader::new(engine()).with_cache_dir(config.cache_dir.as_deref())
+}
+
 /// A worker whose intervals let a test see its behaviour within a second;
 /// the periodic heartbeat is slow on purpose, so that a test seeing the
-/// served keys change quickly shows the [`Announcer`] did it.
+/// served keys change quickly shows the worker announced the reload itself.
 fn worker_config() -> WorkerConfig {
     WorkerConfig {
         concurrency: 16,
@@ -78,34 +81,39 @@ async fn bounded<F: std::future::Future<Output = Result<()>>>(body: F) -> Result
         .map_err(|_| anyhow!("test did not finish within {TEST_LIMIT:?}"))?
 }
 
-/// A plugin directory watched by a [`Reloader`], optionally served by an
-/// in-process worker on a fresh database.
+/// A watched plugin directory: either a [`Reloader`] on its own (tests of
+/// the reloader), or a whole host serving it on a fresh database.
 struct Host {
     dir: tempfile::TempDir,
     staging: tempfile::TempDir,
     _state: tempfile::TempDir,
-    registry: Arc<Registry>,
-    reloader: Option<Reloader>,
+    /// The directory as the reloader keeps it.
+    plugins: PluginDir,
     events: broadcast::Receiver<ReloadEvent>,
-    served: Option<Served>,
+    running: Running,
 }
 
-/// The database side of a [`Host`].
+enum Running {
+    /// A reloader on its own; `None` once stopped.
+    Reloader(Option<Reloader>),
+    /// A real host ([`cairn::serve::Host`]) serving the directory.
+    Served(Served),
+}
+
+/// The database side of a serving [`Host`].
 struct Served {
     db: TestDb,
     client: Client,
-    host_id: String,
-    announcer: Option<Announcer>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<()>>>,
+    host: Option<InProcess>,
 }
 
 impl Host {
-    /// Start a reloader on a directory holding `files`, with `config`
-    /// adjusted by `tune`; with a worker and announcer if `serve`.
+    /// Start watching a directory holding `files`, with the reload settings
+    /// adjusted by `tune`: a reloader alone, or (with `worker`) a host that
+    /// serves it with those worker timings.
     async fn start_with(
         files: &[(&str, Vec<u8>)],
-        serve: bool,
+        worker: Option<WorkerConfig>,
         tune: impl FnOnce(&mut ReloadConfig),
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
@@ -116,76 +124,68 @@ impl Host {
         }
         let mut config = config(state.path());
         tune(&mut config);
-        let loader = reload::loader_for(runtime(), &config);
-        ensure!(loader.cache().is_some(), "the test cache did not open");
-        let runtime = loader.runtime().clone();
-        let registry = Arc::new(Registry::new());
-        let reloader = Reloader::start(loader, registry.clone(), dir.path(), config).await?;
-        let events = reloader.subscribe();
-        let served = if serve {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let db = fresh_db().await?;
-            let host_id = format!("reload-test-{}", N.fetch_add(1, Ordering::Relaxed));
-            let announcer = Announcer::start(&reloader, db.pool.clone(), host_id.clone());
-            let worker = Worker::new(
-                runtime,
-                registry.clone(),
-                db.pool.clone(),
-                host_id.clone(),
-                worker_config(),
-            );
-            let (stop, stopped) = oneshot::channel::<()>();
-            let task = tokio::spawn(worker.run(async move {
-                let _ = stopped.await;
-            }));
-            let client = Client::new(db.pool.clone());
-            let served = Served {
-                db,
-                client,
-                host_id,
-                announcer: Some(announcer),
-                stop: Some(stop),
-                task: Some(task),
-            };
-            until("the worker's heartbeat", SOON, || async {
-                let up: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM cairn.hosts WHERE host_id = $1)",
+        let (plugins, running) = match worker {
+            None => {
+                let loader = loader_for(&config);
+                let registry = Arc::new(Registry::new());
+                let reloader = Reloader::start(loader, registry, dir.path(), config).await?;
+                (reloader.dir(), Running::Reloader(Some(reloader)))
+            }
+            Some(worker) => {
+                static N: AtomicU64 = AtomicU64::new(0);
+                let db = fresh_db().await?;
+                let options = ServeOptions {
+                    reload: config,
+                    worker,
+                    host_id: Some(format!("reload-test-{}", N.fetch_add(1, Ordering::Relaxed))),
+                    ..ServeOptions::new(dir.path())
+                };
+                let host = ServeHost::start(options, db.pool.clone()).await?;
+                let host = InProcess::run(&db.pool, host, None).await?;
+                let client = Client::new(db.pool.clone());
+                (
+                    host.plugins.clone(),
+                    Running::Served(Served {
+                        db,
+                        client,
+                        host: Some(host),
+                    }),
                 )
-                .bind(&served.host_id)
-                .fetch_one(&served.db.pool)
-                .await?;
-                Ok(up.then_some(()))
-            })
-            .await?;
-            Some(served)
-        } else {
-            None
+            }
         };
+        ensure!(
+            plugins.loader().cache().is_some(),
+            "the test cache did not open"
+        );
+        let events = plugins.subscribe();
         Ok(Host {
             dir,
             staging,
             _state: state,
-            registry,
-            reloader: Some(reloader),
+            plugins,
             events,
-            served,
+            running,
         })
     }
 
+    /// A reloader alone, or a serving host (`serve`) with [`worker_config`].
     async fn start(files: &[(&str, Vec<u8>)], serve: bool) -> Result<Self> {
-        Self::start_with(files, serve, |_| {}).await
+        Self::start_with(files, serve.then(worker_config), |_| {}).await
     }
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn reloader(&self) -> &Reloader {
-        self.reloader.as_ref().expect("running")
+    fn registry(&self) -> &Arc<Registry> {
+        self.plugins.registry()
     }
 
     fn served(&self) -> &Served {
-        self.served.as_ref().expect("started with serve = true")
+        match &self.running {
+            Running::Served(served) => served,
+            Running::Reloader(_) => panic!("started without serving"),
+        }
     }
 
     /// Write `bytes` in the staging directory, then rename them in as
@@ -207,7 +207,7 @@ impl Host {
         &mut self,
         name: &str,
         what: &str,
-        mut pick: impl FnMut(&Outcome) -> Option<T>,
+        mut pick: impl FnMut(&FileOutcome) -> Option<T>,
     ) -> Result<T> {
         let deadline = tokio::time::Instant::now() + SOON;
         let path = self.path(name);
@@ -224,9 +224,9 @@ impl Host {
     }
 
     /// Wait until `name` serves the content with `digest`.
-    async fn applied(&mut self, name: &str, digest: &str) -> Result<Change> {
+    async fn applied(&mut self, name: &str, digest: &Digest) -> Result<Change> {
         self.next(name, "applied", |o| match o {
-            Outcome::Applied(c) if c.new_digest.as_deref() == Some(digest) => Some(c.clone()),
+            FileOutcome::Applied(c) if c.new_digest.as_ref() == Some(digest) => Some(c.clone()),
             _ => None,
         })
         .await
@@ -235,7 +235,7 @@ impl Host {
     /// Wait until `name` is removed from the registry.
     async fn removed(&mut self, name: &str) -> Result<Change> {
         self.next(name, "removal", |o| match o {
-            Outcome::Applied(c) if c.new_digest.is_none() => Some(c.clone()),
+            FileOutcome::Applied(c) if c.new_digest.is_none() => Some(c.clone()),
             _ => None,
         })
         .await
@@ -243,77 +243,59 @@ impl Host {
 
     /// Wait until `name`'s latest content is refused; returns the phase, the
     /// message and the digest that keeps serving.
-    async fn rejected(&mut self, name: &str) -> Result<(Phase, String, Option<String>)> {
+    async fn rejected(&mut self, name: &str) -> Result<(LoadPhase, String, Option<Digest>)> {
         self.next(name, "rejection", |o| match o {
-            Outcome::Rejected { error, serving, .. } => {
-                Some((error.phase, error.to_string(), serving.clone()))
+            FileOutcome::Rejected { error, serving, .. } => {
+                Some((error.phase, error.to_string(), *serving))
             }
-            Outcome::Applied(c) => panic!("expected a rejection, got {c:?}"),
+            FileOutcome::Applied(c) => panic!("expected a rejection, got {c:?}"),
             _ => None,
         })
         .await
     }
 
     /// The digest and file serving `module:name`, if any.
-    fn serving(&self, key: &str) -> Option<(String, String)> {
-        let (module, name) = key.split_once(':').expect("module:name");
-        self.registry
-            .get(module, name)
-            .map(|h| (h.plugin.digest.clone(), h.plugin.file_name()))
+    fn serving(&self, key: &str) -> Option<(Digest, String)> {
+        let key = ActionKey::parse(key).expect("module:name");
+        self.registry()
+            .get(&key.module, &key.name)
+            .map(|h| (h.plugin.digest, h.plugin.file_name()))
     }
 
     /// Run `versioned:version` on whatever the registry serves now, without
     /// the queue.
     async fn invoke_version(&self) -> Result<u32> {
         let handler = self
-            .registry
+            .registry()
             .get("versioned", "version")
             .context("versioned:version is not served")?;
-        let invocation = Invocation {
-            action_id: "test".into(),
-            attempt: 1,
-            timeout: Duration::from_secs(10),
-        };
-        let out = handler
-            .plugin
-            .invoke(
-                self.reloader().loader().runtime(),
-                "version",
-                Vec::new(),
-                &invocation,
-            )
-            .await
-            .map_err(|f| anyhow!("invoke failed: {f}"))?;
-        result_version(&out)
+        invoke_version(self.plugins.loader().engine(), &handler.plugin).await
     }
 
     async fn stop(mut self) -> Result<()> {
-        if let Some(mut served) = self.served.take() {
-            if let Some(stop) = served.stop.take() {
-                let _ = stop.send(());
+        match &mut self.running {
+            Running::Reloader(reloader) => {
+                if let Some(reloader) = reloader.take() {
+                    reloader.stop().await;
+                }
             }
-            if let Some(task) = served.task.take() {
-                tokio::time::timeout(SOON, task)
-                    .await
-                    .map_err(|_| anyhow!("the worker did not stop"))???;
+            Running::Served(served) => {
+                if let Some(host) = served.host.take() {
+                    host.stop(SOON).await?;
+                }
             }
-            if let Some(announcer) = served.announcer.take() {
-                announcer.stop().await;
-            }
-        }
-        if let Some(reloader) = self.reloader.take() {
-            reloader.stop().await;
         }
         Ok(())
     }
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
+/// Run `versioned:version` of `plugin` directly, returning its version.
+async fn invoke_version(engine: &Engine, plugin: &cairn::plugin::Plugin) -> Result<u32> {
+    let out = plugin
+        .invoke(engine, "version", Vec::new(), &invocation(None))
+        .await
+        .map_err(|f| anyhow!("invoke failed: {f}"))?;
+    result_version(&out)
 }
 
 impl Served {
@@ -347,13 +329,8 @@ impl Served {
 
     /// The keys this host's heartbeat row lists.
     async fn host_keys(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT actions FROM cairn.hosts WHERE host_id = $1")
-                .bind(&self.host_id)
-                .fetch_optional(&self.db.pool)
-                .await?
-                .unwrap_or_default(),
-        )
+        let host = self.host.as_ref().context("the host stopped")?;
+        host_keys(&self.db.pool, &host.host_id).await
     }
 }
 
@@ -389,10 +366,12 @@ async fn patched_versioned_plugin_returns_the_patched_version() -> Result<()> {
 #[tokio::test]
 async fn plugin_added_while_serving_runs_its_waiting_action() -> Result<()> {
     bounded(async {
-        let mut host = Host::start(&[], true).await?;
+        // greet gives the worker something to claim, so that it looks at
+        // the queue (an event the test can see) and leaves the row.
+        let mut host = Host::start(&[("greet.wasm", std::fs::read(wasm("greet"))?)], true).await?;
         let served = host.served();
         let id = served.enqueue("version", serde_json::json!({})).await?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        claimed_since(&served.db.pool, db_now(&served.db.pool).await?).await?;
         ensure!(
             served.status(id).await? == (ActionStatus::Queued, 0),
             "a row for an action nobody serves must stay queued"
@@ -406,17 +385,7 @@ async fn plugin_added_while_serving_runs_its_waiting_action() -> Result<()> {
                 && change.old_digest.is_none(),
             "{change:?}"
         );
-        let served = host.served();
-        ensure!(served.version_of(id).await? == (3, 1));
-        // The announcer refreshed the heartbeat (the periodic one is 2 min).
-        until("the heartbeat to list versioned:version", SOON, || async {
-            Ok(served
-                .host_keys()
-                .await?
-                .contains(&"versioned:version".to_owned())
-                .then_some(()))
-        })
-        .await?;
+        ensure!(host.served().version_of(id).await? == (3, 1));
         host.stop().await
     })
     .await
@@ -452,6 +421,8 @@ async fn replacing_under_load_runs_every_action_once_on_a_version_live_at_claim(
                     .map(|_| EnqueueRequest::new("versioned", "version"))
                     .collect();
                 ids.extend(client.enqueue_many(&batch).await?);
+                // Pacing, not synchronisation: the load arrives as a stream
+                // of small batches, as it would from clients.
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             anyhow::Ok(ids)
@@ -551,29 +522,29 @@ async fn bad_replacement_is_rejected_and_the_previous_version_keeps_serving() ->
         // An empty component: valid, but not the cairn world.
         let empty_component = b"\0asm\x0d\0\x01\0".to_vec();
         let core_module = b"\0asm\x01\0\0\0".to_vec();
-        let cases: [(&str, Vec<u8>, Phase, &str); 4] = [
+        let cases: [(&str, Vec<u8>, LoadPhase, &str); 4] = [
             (
                 "not wasm",
                 b"#!/bin/sh\necho hi\n".to_vec(),
-                Phase::Validate,
+                LoadPhase::Validate,
                 "not a WebAssembly file",
             ),
             (
                 "core module",
                 core_module,
-                Phase::Validate,
+                LoadPhase::Validate,
                 "not a component",
             ),
             (
                 "wrong world",
                 empty_component,
-                Phase::Validate,
+                LoadPhase::Validate,
                 "does not export `cairn:plugin/plugin",
             ),
             (
                 "refused import",
                 stranger,
-                Phase::Validate,
+                LoadPhase::Validate,
                 "evil:extra/telepathy",
             ),
         ];
@@ -584,15 +555,12 @@ async fn bad_replacement_is_rejected_and_the_previous_version_keeps_serving() ->
                 got_phase == phase && message.contains(why) && message.contains("versioned.wasm"),
                 "{what}: {got_phase}: {message}"
             );
+            ensure!(serving == Some(good), "{what}: serving {serving:?}");
             ensure!(
-                serving.as_deref() == Some(good.as_str()),
-                "{what}: serving {serving:?}"
-            );
-            ensure!(
-                host.serving("versioned:version").map(|s| s.0) == Some(good.clone()),
+                host.serving("versioned:version").map(|s| s.0) == Some(good),
                 "{what}: the registry changed"
             );
-            let status = host.reloader().files();
+            let status = host.plugins.files();
             let file = status
                 .iter()
                 .find(|f| f.file == host.path("versioned.wasm"))
@@ -602,7 +570,7 @@ async fn bad_replacement_is_rejected_and_the_previous_version_keeps_serving() ->
                 rejection.error.message.contains(why) && !rejection.waiting,
                 "{what}: {rejection:?}"
             );
-            ensure!(file.serving.as_ref().map(|p| p.digest.clone()) == Some(good.clone()));
+            ensure!(file.serving.as_ref().map(|p| p.digest) == Some(good));
             let id = host
                 .served()
                 .enqueue("version", serde_json::json!({}))
@@ -629,11 +597,8 @@ async fn bad_replacement_is_rejected_and_the_previous_version_keeps_serving() ->
         let v2 = versioned(2)?;
         host.land("versioned.wasm", &v2)?;
         let change = host.applied("versioned.wasm", &digest(&v2)).await?;
-        ensure!(
-            change.old_digest.as_deref() == Some(good.as_str()),
-            "{change:?}"
-        );
-        ensure!(host.reloader().files().iter().all(|f| f.rejected.is_none()));
+        ensure!(change.old_digest == Some(good), "{change:?}");
+        ensure!(host.plugins.files().iter().all(|f| f.rejected.is_none()));
         let id = host
             .served()
             .enqueue("version", serde_json::json!({}))
@@ -647,21 +612,31 @@ async fn bad_replacement_is_rejected_and_the_previous_version_keeps_serving() ->
 #[tokio::test]
 async fn removed_plugin_leaves_its_rows_queued_until_it_is_added_again() -> Result<()> {
     bounded(async {
-        let mut host = Host::start(&[("versioned.wasm", versioned(1)?)], true).await?;
+        // greet stays, so the worker keeps claiming (an event the test can
+        // see) after versioned is gone.
+        let greet = std::fs::read(wasm("greet"))?;
+        let mut host = Host::start(
+            &[("versioned.wasm", versioned(1)?), ("greet.wasm", greet)],
+            true,
+        )
+        .await?;
         host.remove("versioned.wasm")?;
         let change = host.removed("versioned.wasm").await?;
         ensure!(
             change.removed == ["versioned:slow_version", "versioned:version"],
             "{change:?}"
         );
-        ensure!(host.registry.names().is_empty());
+        ensure!(host.registry().names() == ["greet:hello"]);
         ensure!(
-            host.reloader().files().is_empty(),
+            host.plugins
+                .files()
+                .iter()
+                .all(|f| f.file != host.path("versioned.wasm")),
             "a removed file is forgotten"
         );
         let served = host.served();
         until("the heartbeat to drop versioned:version", SOON, || async {
-            Ok(served.host_keys().await?.is_empty().then_some(()))
+            Ok((served.host_keys().await? == ["greet:hello"]).then_some(()))
         })
         .await?;
 
@@ -669,8 +644,9 @@ async fn removed_plugin_leaves_its_rows_queued_until_it_is_added_again() -> Resu
         for _ in 0..5 {
             ids.push(served.enqueue("version", serde_json::json!({})).await?);
         }
-        // Twenty polls of the worker: nothing claims them, nothing fails them.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The worker looks at the queue after they arrived: it claims none
+        // of them, and nothing fails them.
+        claimed_since(&served.db.pool, db_now(&served.db.pool).await?).await?;
         for &id in &ids {
             ensure!(
                 served.status(id).await? == (ActionStatus::Queued, 0),
@@ -733,10 +709,10 @@ async fn touching_a_plugin_does_not_reload_it() -> Result<()> {
         let v1 = versioned(1)?;
         let mut host = Host::start(&[("versioned.wasm", v1.clone())], false).await?;
         let before = host
-            .registry
+            .registry()
             .get("versioned", "version")
             .context("not served")?;
-        let compiled = host.reloader().loader().counts().compiled;
+        let compiled = host.plugins.loader().counts().compiled;
 
         let file = std::fs::File::options()
             .write(true)
@@ -745,8 +721,8 @@ async fn touching_a_plugin_does_not_reload_it() -> Result<()> {
         drop(file);
         let unchanged = host
             .next("versioned.wasm", "unchanged", |o| match o {
-                Outcome::Unchanged { digest } => Some(digest.clone()),
-                Outcome::Applied(c) => panic!("a touch reloaded: {c:?}"),
+                FileOutcome::Unchanged { digest } => Some(*digest),
+                FileOutcome::Applied(c) => panic!("a touch reloaded: {c:?}"),
                 _ => None,
             })
             .await?;
@@ -754,18 +730,18 @@ async fn touching_a_plugin_does_not_reload_it() -> Result<()> {
         // Identical bytes renamed in: also no reload.
         host.land("versioned.wasm", &v1)?;
         host.next("versioned.wasm", "unchanged", |o| match o {
-            Outcome::Unchanged { .. } => Some(()),
-            Outcome::Applied(c) => panic!("identical bytes reloaded: {c:?}"),
+            FileOutcome::Unchanged { .. } => Some(()),
+            FileOutcome::Applied(c) => panic!("identical bytes reloaded: {c:?}"),
             _ => None,
         })
         .await?;
 
         let after = host
-            .registry
+            .registry()
             .get("versioned", "version")
             .context("not served")?;
         ensure!(Arc::ptr_eq(&before, &after), "the handler was replaced");
-        ensure!(host.reloader().loader().counts().compiled == compiled);
+        ensure!(host.plugins.loader().counts().compiled == compiled);
         host.stop().await
     })
     .await
@@ -776,7 +752,8 @@ async fn touching_a_plugin_does_not_reload_it() -> Result<()> {
 // ---------------------------------------------------------------------------
 
 /// Write `bytes` into `path` in place, in `chunks` pieces with `pause`
-/// between them (a slow writer), on a blocking thread.
+/// between them (a slow writer), on a blocking thread. The pauses are the
+/// behaviour under test, not synchronisation.
 async fn write_slowly(path: PathBuf, bytes: Vec<u8>, chunks: usize, pause: Duration) -> Result<()> {
     tokio::task::spawn_blocking(move || {
         use std::io::Write;
@@ -794,11 +771,11 @@ async fn write_slowly(path: PathBuf, bytes: Vec<u8>, chunks: usize, pause: Durat
 
 /// Collect the events for `name` until it serves `digest`; fail if any of
 /// them was a rejection (a partial file was loaded).
-async fn applied_without_rejection(host: &mut Host, name: &str, digest: &str) -> Result<()> {
+async fn applied_without_rejection(host: &mut Host, name: &str, digest: &Digest) -> Result<()> {
     let mut rejections = Vec::new();
     host.next(name, "applied", |o| match o {
-        Outcome::Applied(c) if c.new_digest.as_deref() == Some(digest) => Some(()),
-        Outcome::Rejected { error, .. } => {
+        FileOutcome::Applied(c) if c.new_digest.as_ref() == Some(digest) => Some(()),
+        FileOutcome::Rejected { error, .. } => {
             rejections.push(error.to_string());
             None
         }
@@ -817,7 +794,7 @@ async fn file_written_in_place_in_bursts_is_loaded_once_complete() -> Result<()>
     bounded(async {
         // Pauses well inside the quiet period: one load, of the whole file.
         let mut host =
-            Host::start_with(&[], false, |c| c.quiet = Duration::from_millis(400)).await?;
+            Host::start_with(&[], None, |c| c.quiet = Duration::from_millis(400)).await?;
         let v5 = versioned(5)?;
         write_slowly(
             host.path("versioned.wasm"),
@@ -828,7 +805,7 @@ async fn file_written_in_place_in_bursts_is_loaded_once_complete() -> Result<()>
         .await?;
         applied_without_rejection(&mut host, "versioned.wasm", &digest(&v5)).await?;
         ensure!(
-            host.reloader().loader().counts().compiled == 1,
+            host.plugins.loader().counts().compiled == 1,
             "loaded more than once"
         );
         ensure!(host.invoke_version().await? == 5);
@@ -843,7 +820,7 @@ async fn file_that_changes_during_the_settle_interval_is_read_again() -> Result<
         // The writer pauses longer than the quiet period but shorter than
         // the settle interval: the first read is partial, the stat check
         // after settling sees the change, and the file is read again.
-        let mut host = Host::start_with(&[], false, |c| {
+        let mut host = Host::start_with(&[], None, |c| {
             c.quiet = Duration::from_millis(30);
             c.settle = Duration::from_millis(600);
         })
@@ -895,13 +872,13 @@ async fn moving_an_action_by_add_then_remove_waits_then_serves_it_from_the_new_f
         host.land("b.wasm", &v2)?;
         let (phase, message, _) = host.rejected("b.wasm").await?;
         ensure!(
-            phase == Phase::Register
+            phase == LoadPhase::Register
                 && message.contains("a.wasm")
                 && message.contains("`versioned:"),
             "{phase}: {message}"
         );
         ensure!(host.serving("versioned:version") == Some((digest(&v1), "a.wasm".into())));
-        let waiting = host.reloader().files();
+        let waiting = host.plugins.files();
         let b = waiting
             .iter()
             .find(|f| f.file == host.path("b.wasm"))
@@ -913,7 +890,7 @@ async fn moving_an_action_by_add_then_remove_waits_then_serves_it_from_the_new_f
         // b is retried because another file went away.
         host.applied("b.wasm", &digest(&v2)).await?;
         ensure!(host.serving("versioned:version") == Some((digest(&v2), "b.wasm".into())));
-        ensure!(host.reloader().files().iter().all(|f| f.rejected.is_none()));
+        ensure!(host.plugins.files().iter().all(|f| f.rejected.is_none()));
         ensure!(host.invoke_version().await? == 2);
         host.stop().await
     })
@@ -933,12 +910,12 @@ async fn renaming_a_plugin_file_moves_its_actions_to_the_new_name() -> Result<()
             )
         })
         .await?;
-        ensure!(host.registry.names().len() == 2);
+        ensure!(host.registry().names().len() == 2);
         // Same digest: the artifact came from the cache.
         ensure!(
-            host.reloader().loader().counts().compiled == 1,
+            host.plugins.loader().counts().compiled == 1,
             "{:?}",
-            host.reloader().loader().counts()
+            host.plugins.loader().counts()
         );
         host.stop().await
     })
@@ -956,7 +933,7 @@ async fn load_once(dir: &Path, state: &Path) -> Result<(LoadCounts, Arc<Registry
         watch: false,
         ..config(state)
     };
-    let loader = reload::loader_for(runtime(), &config);
+    let loader = loader_for(&config);
     ensure!(loader.cache().is_some(), "the cache did not open");
     let registry = Arc::new(Registry::new());
     let reloader = Reloader::start(loader.clone(), registry.clone(), dir, config).await?;
@@ -985,7 +962,7 @@ async fn restart_with_a_warm_cache_loads_without_compiling() -> Result<()> {
             },
             "first start: {cold:?}"
         );
-        // A new runtime and loader: what a restarted host has.
+        // A new engine and loader: what a restarted host has.
         let (warm, second, loader) = load_once(plugins.path(), state.path()).await?;
         ensure!(
             warm == LoadCounts {
@@ -997,22 +974,8 @@ async fn restart_with_a_warm_cache_loads_without_compiling() -> Result<()> {
         );
         ensure!(first.names() == second.names());
         let handler = second.get("versioned", "version").context("not served")?;
-        let out = handler
-            .plugin
-            .invoke(
-                loader.runtime(),
-                "version",
-                Vec::new(),
-                &Invocation {
-                    action_id: "t".into(),
-                    attempt: 1,
-                    timeout: Duration::from_secs(10),
-                },
-            )
-            .await
-            .map_err(|f| anyhow!("{f}"))?;
         ensure!(
-            result_version(&out)? == 4,
+            invoke_version(loader.engine(), &handler.plugin).await? == 4,
             "the cached artifact runs the right code"
         );
 
@@ -1046,8 +1009,7 @@ async fn corrupt_cache_entry_is_deleted_and_recompiled() -> Result<()> {
             .get("greet", "hello")
             .context("not served")?
             .plugin
-            .digest
-            .clone();
+            .digest;
         let entry = loader.cache().context("no cache")?.entry(&digest);
         std::fs::write(&entry, b"not an artifact")?;
 
@@ -1077,15 +1039,15 @@ async fn cache_directory_other_users_can_reach_is_not_used() -> Result<()> {
     let root = state.path().join("cache");
     std::fs::create_dir(&root)?;
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
-    let runtime = runtime();
-    let err = ArtifactCache::open(&root, runtime.engine())
+    let engine = engine();
+    let err = ArtifactCache::open(&root, engine.wasmtime())
         .err()
         .context("a cache others can reach was opened")?;
     ensure!(
         format!("{err:#}").contains("accessible to other users"),
         "{err:#}"
     );
-    let loader = reload::loader_for(runtime, &config(state.path()));
+    let loader = Loader::new(engine).with_cache_dir(config(state.path()).cache_dir.as_deref());
     ensure!(
         loader.cache().is_none(),
         "the host must fall back to compiling"
@@ -1097,33 +1059,36 @@ async fn cache_directory_other_users_can_reach_is_not_used() -> Result<()> {
 // The registry's per-file operation
 // ---------------------------------------------------------------------------
 
+/// The `versioned` plugin carrying `version`, loaded as if from file `name`.
+async fn load_versioned(
+    engine: &Engine,
+    name: &str,
+    version: u32,
+) -> Result<Arc<cairn::plugin::Plugin>> {
+    Ok(Arc::new(
+        cairn::plugin::load_bytes(engine, Path::new(name), versioned(version)?).await?,
+    ))
+}
+
 #[tokio::test]
 async fn replace_file_refuses_another_files_key_and_changes_nothing() -> Result<()> {
     bounded(async {
-        let runtime = runtime();
-        let load = |name: &'static str, version: u32| {
-            let runtime = runtime.clone();
-            async move {
-                let bytes = versioned(version)?;
-                anyhow::Ok(Arc::new(
-                    cairn::plugin::load_bytes(&runtime, Path::new(name), bytes).await?,
-                ))
-            }
-        };
+        let engine = engine();
         let registry = Registry::new();
-        let a1 = load("a.wasm", 1).await?;
-        let change = registry.replace_file(Path::new("a.wasm"), Some(a1.clone()))?;
-        ensure!(
-            change.kind() == "added" && change.added.len() == 2,
-            "{change:?}"
-        );
+        let a1 = load_versioned(&engine, "a.wasm", 1).await?;
+        registry.replace_file(Path::new("a.wasm"), a1.clone())?;
+        let before = registry.snapshot();
 
-        let b2 = load("b.wasm", 2).await?;
+        let b2 = load_versioned(&engine, "b.wasm", 2).await?;
         let conflict = registry
-            .replace_file(Path::new("b.wasm"), Some(b2))
+            .replace_file(Path::new("b.wasm"), b2.clone())
             .err()
             .context("b.wasm took a.wasm's key")?;
         ensure!(conflict.existing_file == "a.wasm" && conflict.new_file == "b.wasm");
+        ensure!(
+            registry.snapshot().generation() == before.generation(),
+            "a refused replacement changed the registry"
+        );
         ensure!(
             registry
                 .get("versioned", "version")
@@ -1133,9 +1098,26 @@ async fn replace_file_refuses_another_files_key_and_changes_nothing() -> Result<
                 == a1.digest
         );
 
-        // An identical copy shares, it does not conflict.
-        let b1 = load("b.wasm", 1).await?;
-        let change = registry.replace_file(Path::new("b.wasm"), Some(b1))?;
+        // Keys registered through the static API are owned the same way.
+        let registry = Registry::new();
+        registry.register_plugin(a1)?;
+        ensure!(registry.replace_file(Path::new("b.wasm"), b2).is_err());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_identical_copy_in_another_file_shares_the_keys_instead_of_conflicting() -> Result<()> {
+    bounded(async {
+        let engine = engine();
+        let registry = Registry::new();
+        registry.replace_file(
+            Path::new("a.wasm"),
+            load_versioned(&engine, "a.wasm", 1).await?,
+        )?;
+        let b1 = load_versioned(&engine, "b.wasm", 1).await?;
+        let change = registry.replace_file(Path::new("b.wasm"), b1)?;
         ensure!(change.is_empty() && change.shared.len() == 2, "{change:?}");
         ensure!(
             registry
@@ -1143,29 +1125,42 @@ async fn replace_file_refuses_another_files_key_and_changes_nothing() -> Result<
                 .context("gone")?
                 .plugin
                 .file
-                == Path::new("a.wasm")
+                == Path::new("a.wasm"),
+            "the first file keeps the keys"
         );
+        Ok(())
+    })
+    .await
+}
 
-        let a3 = load("a.wasm", 3).await?;
-        let change = registry.replace_file(Path::new("a.wasm"), Some(a3.clone()))?;
+#[tokio::test]
+async fn replace_file_and_remove_file_report_what_changed() -> Result<()> {
+    bounded(async {
+        let engine = engine();
+        let registry = Registry::new();
+        let a1 = load_versioned(&engine, "a.wasm", 1).await?;
+        let change = registry.replace_file(Path::new("a.wasm"), a1.clone())?;
         ensure!(
-            change.kind() == "replaced"
-                && change.old_digest.as_deref() == Some(a1.digest.as_str())
-                && change.new_digest.as_deref() == Some(a3.digest.as_str()),
+            change.kind() == "added" && change.added.len() == 2,
             "{change:?}"
         );
-        let change = registry.replace_file(Path::new("a.wasm"), None)?;
+        let a3 = load_versioned(&engine, "a.wasm", 3).await?;
+        let change = registry.replace_file(Path::new("a.wasm"), a3.clone())?;
         ensure!(
-            change.kind() == "removed" && change.removed.len() == 2,
+            change.kind() == "replaced"
+                && change.replaced.len() == 2
+                && change.old_digest == Some(a1.digest)
+                && change.new_digest == Some(a3.digest),
+            "{change:?}"
+        );
+        let change = registry.remove_file(Path::new("a.wasm"));
+        ensure!(
+            change.kind() == "removed"
+                && change.removed.len() == 2
+                && change.old_digest == Some(a3.digest),
             "{change:?}"
         );
         ensure!(registry.names().is_empty());
-
-        // The static API keeps its rules next to it.
-        registry.register_plugin(a1.clone())?;
-        ensure!(registry
-            .replace_file(Path::new("b.wasm"), Some(load("b.wasm", 2).await?))
-            .is_err());
         Ok(())
     })
     .await

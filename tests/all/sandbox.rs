@@ -2,69 +2,27 @@
 //! describe, invoke, error payloads, and every sandbox limit, each checked
 //! from inside a real guest.
 
-use crate::support::{self, plugin_dir, runtime, runtime_with, wasm};
+use crate::support::{call, call_with, engine, engine_with, invocation, plugin_dir, wasm};
 use anyhow::{anyhow, Result};
+use cairn::engine::Engine;
+use cairn::key::Digest;
 use cairn::limits::Limits;
-use cairn::plugin::{self, Phase, Plugin};
-use cairn::runtime::Runtime;
-use cairn::sandbox::{Failure, FailureKind, Invocation};
+use cairn::plugin::{self, LoadPhase, Plugin};
+use cairn::reload::ReloadConfig;
+use cairn::sandbox::FailureKind;
 use cairn_payload::json::{json_to_arguments, payload_to_json};
 use cairn_payload::{deserialize_result_payload, encode_arguments, ResultPayload};
-use serde_json::{json, Value};
+use serde_json::json;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-async fn load(rt: &Runtime, name: &str) -> Result<Plugin> {
-    Ok(plugin::load_file(rt, &wasm(name)).await?)
-}
-
-fn invocation(timeout: Duration) -> Invocation {
-    Invocation {
-        action_id: "test-1".into(),
-        attempt: 1,
-        timeout,
-    }
-}
-
-/// Invoke with JSON kwargs; Ok is the decoded `result`, Err the failure.
-async fn call(
-    rt: &Runtime,
-    plugin: &Plugin,
-    action: &str,
-    args: Value,
-) -> Result<Result<Value, Failure>> {
-    call_with(
-        rt,
-        plugin,
-        action,
-        args,
-        invocation(Duration::from_secs(10)),
-    )
-    .await
-}
-
-async fn call_with(
-    rt: &Runtime,
-    plugin: &Plugin,
-    action: &str,
-    args: Value,
-    inv: Invocation,
-) -> Result<Result<Value, Failure>> {
-    let bytes = encode_arguments(&json_to_arguments(&args)?);
-    Ok(match plugin.invoke(rt, action, bytes, &inv).await {
-        Ok(payload) => {
-            let json = payload_to_json(&payload)?;
-            Ok(json
-                .get("result")
-                .cloned()
-                .ok_or_else(|| anyhow!("no result key in {json}"))?)
-        }
-        Err(failure) => Err(failure),
-    })
+async fn load(engine: &Engine, name: &str) -> Result<Plugin> {
+    Ok(plugin::load_file(engine, &wasm(name)).await?)
 }
 
 #[tokio::test]
 async fn describe_lists_module_and_actions() -> Result<()> {
-    let rt = runtime();
+    let rt = engine();
     let math = load(&rt, "math").await?;
     assert_eq!(math.module, "math");
     let names: Vec<_> = math.actions.iter().map(|a| a.name.as_str()).collect();
@@ -85,13 +43,19 @@ async fn describe_lists_module_and_actions() -> Result<()> {
         .expect("flaky declares a retry policy");
     assert_eq!(retry.max_attempts, 5);
     assert_eq!(retry.initial_backoff_ms, 100);
-    assert_eq!(flaky.digest.len(), 64, "digest is hex sha-256");
     Ok(())
 }
 
 #[tokio::test]
-async fn string_in_string_out() -> Result<()> {
-    let rt = runtime();
+async fn a_plugins_digest_is_the_sha256_of_its_file() -> Result<()> {
+    let flaky = load(&engine(), "flaky").await?;
+    assert_eq!(flaky.digest, Digest::of(&std::fs::read(wasm("flaky"))?));
+    Ok(())
+}
+
+#[tokio::test]
+async fn string_argument_and_string_result_round_trip() -> Result<()> {
+    let rt = engine();
     let greet = load(&rt, "greet").await?;
     let out = call(&rt, &greet, "hello", json!({"name": "Ada"}))
         .await?
@@ -102,7 +66,7 @@ async fn string_in_string_out() -> Result<()> {
 
 #[tokio::test]
 async fn result_bytes_are_the_guests_unchanged_payload() -> Result<()> {
-    let rt = runtime();
+    let rt = engine();
     let math = load(&rt, "math").await?;
     let args = json_to_arguments(&json!({"point": {"x": 1.5, "y": -2.0}, "factor": 2.0}))?;
     let bytes = plugin_invoke(&rt, &math, "scale", encode_arguments(&args)).await?;
@@ -131,20 +95,20 @@ async fn result_bytes_are_the_guests_unchanged_payload() -> Result<()> {
 }
 
 async fn plugin_invoke(
-    rt: &Runtime,
+    rt: &Engine,
     plugin: &Plugin,
     action: &str,
     bytes: Vec<u8>,
 ) -> Result<Vec<u8>> {
     plugin
-        .invoke(rt, action, bytes, &invocation(Duration::from_secs(10)))
+        .invoke(rt, action, bytes, &invocation(None))
         .await
         .map_err(|f| anyhow!("{f}"))
 }
 
 #[tokio::test]
-async fn several_actions_with_typed_structs() -> Result<()> {
-    let rt = runtime();
+async fn one_plugin_serves_several_actions_with_typed_arguments_and_results() -> Result<()> {
+    let rt = engine();
     let math = load(&rt, "math").await?;
     assert_eq!(
         call(&rt, &math, "add", json!({"a": 40, "b": 2}))
@@ -164,7 +128,7 @@ async fn several_actions_with_typed_structs() -> Result<()> {
 
 #[tokio::test]
 async fn guest_error_becomes_error_payload() -> Result<()> {
-    let rt = runtime();
+    let rt = engine();
     let math = load(&rt, "math").await?;
     let failure = call(&rt, &math, "divide", json!({"a": 1.0, "b": 0.0}))
         .await?
@@ -179,7 +143,7 @@ async fn guest_error_becomes_error_payload() -> Result<()> {
 
 #[tokio::test]
 async fn missing_and_mistyped_arguments_name_the_parameter() -> Result<()> {
-    let rt = runtime();
+    let rt = engine();
     let math = load(&rt, "math").await?;
     let missing = call(&rt, &math, "add", json!({"a": 1}))
         .await?
@@ -199,6 +163,13 @@ async fn missing_and_mistyped_arguments_name_the_parameter() -> Result<()> {
         "{}",
         mistyped.error.message
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_action_is_an_error_payload_not_a_trap() -> Result<()> {
+    let rt = engine();
+    let math = load(&rt, "math").await?;
     let unknown = call(&rt, &math, "nope", json!({}))
         .await?
         .expect_err("no such action");
@@ -212,15 +183,10 @@ async fn missing_and_mistyped_arguments_name_the_parameter() -> Result<()> {
 
 #[tokio::test]
 async fn malformed_argument_bytes_are_an_error_not_a_trap() -> Result<()> {
-    let rt = runtime();
+    let rt = engine();
     let greet = load(&rt, "greet").await?;
     let failure = greet
-        .invoke(
-            &rt,
-            "hello",
-            vec![0xff, 0xff, 0xff],
-            &invocation(Duration::from_secs(10)),
-        )
+        .invoke(&rt, "hello", vec![0xff, 0xff, 0xff], &invocation(None))
         .await
         .expect_err("garbage args fail");
     assert_eq!(failure.kind, FailureKind::Action);
@@ -230,9 +196,9 @@ async fn malformed_argument_bytes_are_an_error_not_a_trap() -> Result<()> {
 
 #[tokio::test]
 async fn flaky_sees_attempt_through_context() -> Result<()> {
-    let rt = runtime();
+    let rt = engine();
     let flaky = load(&rt, "flaky").await?;
-    let mut inv = invocation(Duration::from_secs(10));
+    let mut inv = invocation(None);
     let first = call_with(
         &rt,
         &flaky,
@@ -254,7 +220,7 @@ async fn flaky_sees_attempt_through_context() -> Result<()> {
 
 #[tokio::test]
 async fn imports_are_the_declared_dependencies() -> Result<()> {
-    let rt = runtime();
+    let rt = engine();
     assert_eq!(load(&rt, "greet").await?.dependencies(), Vec::<&str>::new());
     assert_eq!(load(&rt, "chatty").await?.dependencies(), vec!["log"]);
     assert_eq!(load(&rt, "flaky").await?.dependencies(), vec!["context"]);
@@ -263,7 +229,7 @@ async fn imports_are_the_declared_dependencies() -> Result<()> {
 
 #[tokio::test]
 async fn infinite_loop_hits_the_deadline_and_host_keeps_serving() -> Result<()> {
-    let rt = runtime();
+    let rt = engine();
     let looper = load(&rt, "looper").await?;
     let started = Instant::now();
     let failure = call_with(
@@ -271,7 +237,7 @@ async fn infinite_loop_hits_the_deadline_and_host_keeps_serving() -> Result<()> 
         &looper,
         "spin",
         json!({}),
-        invocation(Duration::from_millis(300)),
+        invocation(Some(Duration::from_millis(300))),
     )
     .await?
     .expect_err("loops forever");
@@ -296,7 +262,7 @@ async fn infinite_loop_hits_the_deadline_and_host_keeps_serving() -> Result<()> 
 async fn looping_guest_does_not_block_other_calls() -> Result<()> {
     // Epoch ticks make a spinning guest yield, so a current-thread runtime
     // still completes another call while it spins.
-    let rt = runtime();
+    let rt = engine();
     let looper = load(&rt, "looper").await?;
     let greet = load(&rt, "greet").await?;
     let spin = call_with(
@@ -304,7 +270,7 @@ async fn looping_guest_does_not_block_other_calls() -> Result<()> {
         &looper,
         "spin",
         json!({}),
-        invocation(Duration::from_secs(3)),
+        invocation(Some(Duration::from_secs(3))),
     );
     let hello = async {
         let out = call(&rt, &greet, "hello", json!({"name": "y"})).await;
@@ -326,7 +292,7 @@ async fn looping_guest_does_not_block_other_calls() -> Result<()> {
 
 #[tokio::test]
 async fn memory_bomb_hits_the_cap() -> Result<()> {
-    let rt = runtime_with(Limits {
+    let rt = engine_with(Limits {
         memory_bytes: 32 << 20,
         ..Limits::default()
     });
@@ -359,7 +325,7 @@ async fn memory_bomb_hits_the_cap() -> Result<()> {
 
 #[tokio::test]
 async fn panic_becomes_error_payload_with_message() -> Result<()> {
-    let rt = runtime();
+    let rt = engine();
     let panicker = load(&rt, "panicker").await?;
     let failure = call(&rt, &panicker, "boom", json!({"message": "kaboom 42"}))
         .await?
@@ -383,7 +349,7 @@ async fn wasi_denies_files_network_and_environment() -> Result<()> {
     let secret_file = tempfile::NamedTempFile::new()?;
     std::fs::write(secret_file.path(), "top secret")?;
 
-    let rt = runtime();
+    let rt = engine();
     let snoop = load(&rt, "snoop").await?;
     let report = call(
         &rt,
@@ -406,7 +372,9 @@ async fn wasi_denies_files_network_and_environment() -> Result<()> {
         "no environment variables at all"
     );
     assert!(!report.to_string().contains("hunter2") && !report.to_string().contains("top secret"));
-    std::thread::sleep(Duration::from_millis(100));
+    // No wait needed: a connection the guest completed would be in the
+    // listener's backlog before the call returned (the kernel finishes a
+    // loopback handshake inside connect), and the call has returned.
     assert!(
         listener.accept().is_err(),
         "no connection may reach the host's listener"
@@ -418,7 +386,7 @@ async fn wasi_denies_files_network_and_environment() -> Result<()> {
 async fn pooling_allocator_bounds_live_instances() -> Result<()> {
     // With two pool slots, a third concurrent instance cannot be created:
     // proof that instances come from the pool.
-    let rt = runtime_with(Limits {
+    let rt = engine_with(Limits {
         pool_instances: 2,
         ..Limits::default()
     });
@@ -429,7 +397,7 @@ async fn pooling_allocator_bounds_live_instances() -> Result<()> {
             &looper,
             "spin",
             json!({}),
-            invocation(Duration::from_millis(800)),
+            invocation(Some(Duration::from_millis(800))),
         )
     });
     let results = futures::future::join_all(spins).await;
@@ -455,12 +423,12 @@ async fn pooling_allocator_bounds_live_instances() -> Result<()> {
 
 #[tokio::test]
 async fn not_a_component_is_rejected_in_validate() -> Result<()> {
-    let rt = runtime();
+    let rt = engine();
     let dir = tempfile::tempdir()?;
     let garbage = dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"this is not wasm")?;
     let err = plugin::load_file(&rt, &garbage).await.expect_err("garbage");
-    assert_eq!(err.phase, Phase::Validate);
+    assert_eq!(err.phase, LoadPhase::Validate);
     assert!(
         err.to_string().contains("garbage.wasm")
             && err.to_string().contains("not a WebAssembly file"),
@@ -478,11 +446,11 @@ async fn not_a_component_is_rejected_in_validate() -> Result<()> {
 
 #[tokio::test]
 async fn unknown_import_is_rejected_naming_it() -> Result<()> {
-    let rt = runtime();
+    let rt = engine();
     let err = plugin::load_file(&rt, &wasm("stranger"))
         .await
         .expect_err("stranger imports telepathy");
-    assert_eq!(err.phase, Phase::Validate);
+    assert_eq!(err.phase, LoadPhase::Validate);
     assert!(err.to_string().contains("evil:extra/telepathy"), "{err}");
     assert!(err.to_string().contains("stranger.wasm"), "{err}");
     Ok(())
@@ -490,18 +458,31 @@ async fn unknown_import_is_rejected_naming_it() -> Result<()> {
 
 #[tokio::test]
 async fn bad_file_in_directory_leaves_the_others_loaded() -> Result<()> {
-    let rt = runtime();
     let dir = plugin_dir(&["greet", "stranger"]);
     std::fs::write(dir.path().join("broken.wasm"), b"\0asm broken")?;
-    let load = plugin::load_dir(&rt, dir.path()).await?;
-    assert_eq!(
-        load.plugins
-            .iter()
-            .map(|p| p.module.as_str())
-            .collect::<Vec<_>>(),
-        vec!["greet"]
-    );
-    assert_eq!(load.rejected.len(), 2);
-    let _ = support::repo();
+    // Loaded as `cairn serve`, `plugins` and `invoke` load a directory.
+    let loaded = cairn::serve::load_plugins(
+        dir.path(),
+        Arc::default(),
+        Limits::default(),
+        ReloadConfig::default(),
+    )
+    .await?;
+    assert_eq!(loaded.registry().names(), vec!["greet:hello"]);
+    let mut rejected: Vec<_> = loaded
+        .reloader
+        .files()
+        .into_iter()
+        .filter(|f| f.rejected.is_some())
+        .map(|f| {
+            f.file
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    rejected.sort();
+    assert_eq!(rejected, vec!["broken.wasm", "stranger.wasm"]);
     Ok(())
 }

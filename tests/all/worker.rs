@@ -1,291 +1,31 @@
 //! The worker end to end: real PostgreSQL (a fresh database per test), real
-//! example components, and workers run either in this process
-//! ([`Worker::run`] with short intervals) or as real `cairn serve` children
-//! when the test is about processes (killing one, signalling one, two hosts
-//! sharing a database).
+//! example components, and hosts run either in this process
+//! ([`support::InProcess`](crate::support::InProcess), a real
+//! [`cairn::serve::Host`] with short intervals) or as real `cairn serve`
+//! children ([`Serve`]) when the test is about processes (killing one,
+//! signalling one, two hosts sharing a database).
 //!
 //! Every wait is bounded: a test that would hang fails with what it was
 //! waiting for instead. Children are killed (SIGKILL) when their handle is
-//! dropped, so a failing test leaves no host behind; in-process workers are
+//! dropped, so a failing test leaves no host behind; in-process hosts are
 //! aborted likewise.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
+use cairn::key::ActionKey;
 use cairn::queue::{ActionResult, ActionStatus, Client, EnqueueRequest};
-use cairn::registry::Registry;
-use cairn::worker::{Worker, WorkerConfig};
+use cairn::worker::WorkerConfig;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::{PgPool, Row};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use crate::pg::{fresh_db, TestDb};
-use crate::support::{cairn, plugin_dir, runtime, until, PROBE_EVERY};
-
-/// Generous bound for anything that should take well under a second: the
-/// machine may be busy with other tests (2 cores).
-const SOON: Duration = Duration::from_secs(10);
-
-/// Intervals short enough that a test sees the worker's behaviour within a
-/// second or two, long enough not to busy-loop the database.
-fn fast_config() -> WorkerConfig {
-    WorkerConfig {
-        concurrency: 4,
-        lease: Duration::from_secs(2),
-        renew_every: Duration::from_millis(500),
-        rescue_every: Duration::from_millis(200),
-        heartbeat_every: Duration::from_millis(200),
-        poll_interval: Duration::from_millis(50),
-        shutdown_grace: Duration::from_secs(1),
-        ..WorkerConfig::default()
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Fixtures
-// ---------------------------------------------------------------------------
-
-/// A worker running in this process until [`stop`](Self::stop)ped or
-/// dropped (aborted).
-struct InProcess {
-    host_id: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<()>>>,
-    _plugins: tempfile::TempDir,
-}
-
-/// Example plugins loaded and registered, ready for a worker. Loading
-/// (building the examples on a cold run, compiling components) can take
-/// seconds: tests whose timing matters load first, then enqueue, then start.
-struct Loaded {
-    dir: tempfile::TempDir,
-    runtime: cairn::runtime::Runtime,
-    registry: Registry,
-}
-
-impl Loaded {
-    async fn new(plugins: &[&str]) -> Result<Self> {
-        let dir = plugin_dir(plugins);
-        let runtime = runtime();
-        let load = cairn::plugin::load_dir(&runtime, dir.path()).await?;
-        ensure!(
-            load.rejected.is_empty(),
-            "plugins rejected: {:?}",
-            load.rejected
-        );
-        let registry = Registry::new();
-        for plugin in load.plugins {
-            registry.register_plugin(Arc::new(plugin))?;
-        }
-        Ok(Loaded {
-            dir,
-            runtime,
-            registry,
-        })
-    }
-}
-
-impl InProcess {
-    /// Loads the named example plugins and starts a worker serving them from
-    /// `pool`; returns once the worker has registered its heartbeat.
-    async fn start(pool: &PgPool, plugins: &[&str], config: WorkerConfig) -> Result<Self> {
-        Self::serve(pool, Loaded::new(plugins).await?, config).await
-    }
-
-    /// Starts a worker serving already `loaded` plugins; returns once it has
-    /// registered its heartbeat.
-    async fn serve(pool: &PgPool, loaded: Loaded, config: WorkerConfig) -> Result<Self> {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let host_id = format!("in-process-{}", N.fetch_add(1, Ordering::Relaxed));
-        let worker = Worker::new(
-            loaded.runtime,
-            Arc::new(loaded.registry),
-            pool.clone(),
-            host_id.clone(),
-            config,
-        );
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(worker.run(async move {
-            let _ = stopped.await;
-        }));
-        let started = InProcess {
-            host_id,
-            stop: Some(stop),
-            task: Some(task),
-            _plugins: loaded.dir,
-        };
-        until("the in-process worker's heartbeat", SOON, || async {
-            Ok(host_registered(pool, &started.host_id).await?.then_some(()))
-        })
-        .await?;
-        Ok(started)
-    }
-
-    /// Signals shutdown and waits (at most `within`) for `run` to return;
-    /// returns how long that took.
-    async fn stop(mut self, within: Duration) -> Result<Duration> {
-        let began = Instant::now();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let task = self.task.take().context("worker already stopped")?;
-        tokio::time::timeout(within, task)
-            .await
-            .map_err(|_| anyhow!("the worker did not stop within {within:?}"))?
-            .context("the worker task panicked")??;
-        Ok(began.elapsed())
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
-
-/// A `cairn serve` child on a test database. Killed (SIGKILL) when dropped.
-/// Its stderr (the logs) is collected as it comes.
-struct Serve {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-    _plugins: tempfile::TempDir,
-    /// Its working directory, so that whatever it keeps under `./.cairn`
-    /// goes away with it.
-    _cwd: tempfile::TempDir,
-}
-
-impl Serve {
-    /// Starts `cairn serve` with the named example plugins, `--lease 2s
-    /// --shutdown-grace 1s`; returns once the host has registered itself.
-    async fn start(db: &TestDb, plugins: &[&str]) -> Result<Self> {
-        let dir = plugin_dir(plugins);
-        let cwd = tempfile::tempdir()?;
-        let mut child = cairn()
-            .current_dir(cwd.path())
-            .arg("serve")
-            .arg("--plugins")
-            .arg(dir.path())
-            .args(["--database-url", &db.url])
-            .args(["--lease", "2s", "--shutdown-grace", "1s"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("spawning cairn serve")?;
-        let pipe = child.stderr.take().context("no stderr pipe")?;
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                let mut all = sink.lock().unwrap_or_else(|p| p.into_inner());
-                all.push_str(&line);
-                all.push('\n');
-            }
-        });
-        let mut serve = Serve {
-            child,
-            stderr,
-            reader: Some(reader),
-            _plugins: dir,
-            _cwd: cwd,
-        };
-        let pattern = serve.host_pattern();
-        // Loading compiles the components: slow in a debug build on a busy
-        // machine.
-        let limit = Duration::from_secs(30);
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = serve.child.try_wait()? {
-                bail!(
-                    "cairn serve exited early ({status}):\n{}",
-                    serve.stderr_text()
-                );
-            }
-            let up: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM cairn.hosts WHERE host_id LIKE $1)",
-            )
-            .bind(&pattern)
-            .fetch_one(&db.pool)
-            .await?;
-            if up {
-                return Ok(serve);
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "cairn serve did not register within {limit:?}:\n{}",
-                    serve.stderr_text()
-                );
-            }
-            tokio::time::sleep(PROBE_EVERY).await;
-        }
-    }
-
-    /// A `LIKE` pattern matching this child's host id (`hostname-PID-...`).
-    fn host_pattern(&self) -> String {
-        format!("%-{}-%", self.child.id())
-    }
-
-    /// Whether `owner` (a lease owner or host id) is this child.
-    fn is(&self, owner: &str) -> bool {
-        owner.contains(&format!("-{}-", self.child.id()))
-    }
-
-    fn signal(&self, signal: libc::c_int) -> Result<()> {
-        let pid = libc::pid_t::try_from(self.child.id())?;
-        // SAFETY: plain kill(2) on our own child, which we have not reaped.
-        let rc = unsafe { libc::kill(pid, signal) };
-        ensure!(rc == 0, "kill({pid}, {signal}) failed");
-        Ok(())
-    }
-
-    /// Waits (at most `limit`) for the child to exit.
-    async fn exit_within(&mut self, limit: Duration) -> Result<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                // The pipe closes at exit: let the reader take the last lines.
-                if let Some(reader) = self.reader.take() {
-                    let _ = reader.join();
-                }
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "cairn serve did not exit within {limit:?}:\n{}",
-                    self.stderr_text()
-                );
-            }
-            tokio::time::sleep(PROBE_EVERY).await;
-        }
-    }
-
-    fn stderr_text(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-    }
-}
+use crate::pg::fresh_db;
+use crate::support::{
+    claimed_since, db_now, fast_worker, host_registered, last_finished_claim, until, InProcess,
+    Serve, SOON,
+};
 
 /// A row as the database holds it, with the database's clock at reading.
 #[derive(Debug, Clone)]
@@ -328,26 +68,11 @@ async fn snap(pool: &PgPool, id: i64) -> Result<Snap> {
     })
 }
 
-async fn db_now(pool: &PgPool) -> Result<DateTime<Utc>> {
-    Ok(sqlx::query_scalar("SELECT clock_timestamp()")
-        .fetch_one(pool)
-        .await?)
-}
-
-async fn host_registered(pool: &PgPool, host_id: &str) -> Result<bool> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM cairn.hosts WHERE host_id = $1)")
-            .bind(host_id)
-            .fetch_one(pool)
-            .await?,
-    )
-}
-
 /// A request for `module:name` with JSON keyword arguments.
 fn request(key: &str, args: Value) -> Result<EnqueueRequest> {
     let args = cairn_payload::json::json_to_arguments(&args)
         .map_err(|e| anyhow!("arguments {args}: {e}"))?;
-    Ok(EnqueueRequest::for_key(key)?.args(&args))
+    Ok(EnqueueRequest::for_action(&ActionKey::parse(key)?).args(&args))
 }
 
 /// Waits (at most `limit`) until row `id` is finished.
@@ -419,7 +144,7 @@ async fn every_example_runs_from_enqueue_to_result() -> Result<()> {
     let worker = InProcess::start(
         &db.pool,
         &["greet", "math", "flaky", "chatty"],
-        fast_config(),
+        fast_worker(),
     )
     .await?;
     let cases = [
@@ -461,7 +186,7 @@ async fn every_example_runs_from_enqueue_to_result() -> Result<()> {
 async fn error_payload_is_stored_for_failed_rows() -> Result<()> {
     let db = fresh_db().await?;
     let client = Client::new(db.pool.clone());
-    let worker = InProcess::start(&db.pool, &["math", "panicker"], fast_config()).await?;
+    let worker = InProcess::start(&db.pool, &["math", "panicker"], fast_worker()).await?;
     // math:divide declares retries = 3, but ZeroDivisionError is not
     // retryable; a guest panic is not either.
     let divide = client
@@ -503,35 +228,37 @@ async fn retry_backoff_is_enforced_through_run_at() -> Result<()> {
     // initial = max = 1 s, every retry waits between 500 ms and 1 s.
     let least = chrono::TimeDelta::milliseconds(500);
     let most = chrono::TimeDelta::milliseconds(1000);
-    let worker = InProcess::start(&db.pool, &["flaky"], fast_config()).await?;
+    let worker = InProcess::start(&db.pool, &["flaky"], fast_worker()).await?;
     let id = client
         .enqueue(&request("flaky:succeed_after", json!({"attempts": 3}))?.backoff(backoff, backoff))
         .await?;
 
     // Watch the row: for each attempt n, when it started, and the run_at it
     // was requeued with after failing.
-    let mut started: [Option<DateTime<Utc>>; 4] = [None; 4];
-    let mut requeued: [Option<(DateTime<Utc>, DateTime<Utc>)>; 4] = [None; 4];
-    let deadline = Instant::now() + SOON;
-    let last = loop {
-        let s = snap(&db.pool, id).await?;
-        let n = usize::try_from(s.attempts)?;
-        ensure!(n <= 3, "attempt {n} of a row that succeeds on the third");
-        if n >= 1 {
-            started[n] = s.started_at.or(started[n]);
+    #[derive(Default)]
+    struct Seen {
+        started: [Option<DateTime<Utc>>; 4],
+        requeued: [Option<(DateTime<Utc>, DateTime<Utc>)>; 4],
+    }
+    let seen = RefCell::new(Seen::default());
+    let last = until("the row to finish", SOON, || {
+        let (seen, pool) = (&seen, &db.pool);
+        async move {
+            let s = snap(pool, id).await?;
+            let n = usize::try_from(s.attempts)?;
+            ensure!(n <= 3, "attempt {n} of a row that succeeds on the third");
+            let mut seen = seen.borrow_mut();
+            if n >= 1 {
+                seen.started[n] = s.started_at.or(seen.started[n]);
+            }
+            if s.status == ActionStatus::Queued && n >= 1 && seen.requeued[n].is_none() {
+                seen.requeued[n] = Some((s.run_at, s.now));
+            }
+            Ok(s.status.is_terminal().then_some(s))
         }
-        if s.status == ActionStatus::Queued && n >= 1 && requeued[n].is_none() {
-            requeued[n] = Some((s.run_at, s.now));
-        }
-        if s.status.is_terminal() {
-            break s;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "not finished within {SOON:?}: {s:?}"
-        );
-        tokio::time::sleep(PROBE_EVERY).await;
-    };
+    })
+    .await?;
+    let Seen { started, requeued } = seen.into_inner();
     ensure!(
         last.status == ActionStatus::Succeeded,
         "final status {}",
@@ -574,7 +301,7 @@ async fn retry_backoff_is_enforced_through_run_at() -> Result<()> {
 async fn max_attempts_exhausted_fails_the_row() -> Result<()> {
     let db = fresh_db().await?;
     let client = Client::new(db.pool.clone());
-    let worker = InProcess::start(&db.pool, &["flaky"], fast_config()).await?;
+    let worker = InProcess::start(&db.pool, &["flaky"], fast_worker()).await?;
     // flaky declares retries = 5; the row's override of 2 wins.
     let id = client
         .enqueue(
@@ -602,48 +329,34 @@ async fn max_attempts_exhausted_fails_the_row() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_action_stays_queued_then_fails() -> Result<()> {
+async fn unknown_action_stays_queued_until_unknown_after_then_fails() -> Result<()> {
     let db = fresh_db().await?;
     let client = Client::new(db.pool.clone());
     let unknown_after = Duration::from_secs(1);
-    // Another live host serves `other:thing` (its heartbeat is fresh for the
-    // whole test: host_ttl is 30 s).
-    cairn::queue::heartbeat(&db.pool, "other-host", &["other:thing".into()]).await?;
-    let loaded = Loaded::new(&["greet"]).await?;
-    let ghost = client
-        .enqueue(&EnqueueRequest::new("ghost", "nothing"))
-        .await?;
-    let other = client
-        .enqueue(&EnqueueRequest::new("other", "thing"))
-        .await?;
-    let worker = InProcess::serve(
+    let (host, dir) = InProcess::load(
         &db.pool,
-        loaded,
+        &["greet"],
         WorkerConfig {
             unknown_after,
-            ..fast_config()
+            ..fast_worker()
         },
     )
     .await?;
+    let ghost = client
+        .enqueue(&EnqueueRequest::new("ghost", "nothing"))
+        .await?;
+    let enqueued = db_now(&db.pool).await?;
+    let worker = InProcess::run(&db.pool, host, Some(dir)).await?;
 
-    // Several poll cycles (50 ms) and rescue cycles (200 ms): nobody claims
-    // the rows, nobody fails them yet.
-    for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        for id in [ghost, other] {
-            let s = snap(&db.pool, id).await?;
-            let waited = s.now - s.run_at;
-            if waited < chrono::TimeDelta::from_std(unknown_after)? {
-                ensure!(
-                    s.status == ActionStatus::Queued && s.attempts == 0,
-                    "row {id} is {} with {} attempts after {} ms",
-                    s.status,
-                    s.attempts,
-                    millis(waited)
-                );
-            }
-        }
-    }
+    // The worker looked at the queue after the row arrived and left it.
+    claimed_since(&db.pool, enqueued).await?;
+    let s = snap(&db.pool, ghost).await?;
+    ensure!(
+        s.status == ActionStatus::Queued && s.attempts == 0,
+        "an unserved row is {} with {} attempts after a claim",
+        s.status,
+        s.attempts
+    );
 
     let failed = until("the unknown action to be failed", SOON, || async {
         let s = snap(&db.pool, ghost).await?;
@@ -667,32 +380,70 @@ async fn unknown_action_stays_queued_then_fails() -> Result<()> {
             .contains("ghost:nothing"),
         "the error does not name the action: {error}"
     );
-
-    // Two more rescue cycles: the row another live host serves, due for as
-    // long, is left alone.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let s = snap(&db.pool, other).await?;
-    ensure!(
-        s.status == ActionStatus::Queued && s.attempts == 0,
-        "other:thing is {} with {} attempts after {} ms",
-        s.status,
-        s.attempts,
-        millis(s.now - s.run_at)
-    );
-    ensure!(s.now - s.run_at > chrono::TimeDelta::from_std(unknown_after)?);
     worker.stop(SOON).await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_key_enqueues_once() -> Result<()> {
+async fn action_another_live_host_serves_is_not_failed_as_unknown() -> Result<()> {
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let unknown_after = Duration::from_secs(1);
+    // Another live host serves `other:thing` (its heartbeat is fresh for the
+    // whole test: host_ttl is 30 s).
+    cairn::queue::heartbeat(&db.pool, "other-host", &["other:thing".into()]).await?;
+    // Both rows have been due for an hour; `other:thing` a second longer.
+    // The witness, which nobody serves, is failed by the first judgement
+    // (once a host has been up for `unknown_after`); the statement that
+    // fails it considers `other:thing` too.
+    let hour_ago = Utc::now() - chrono::TimeDelta::hours(1);
+    let other = client
+        .enqueue(
+            &EnqueueRequest::new("other", "thing").run_at(hour_ago - chrono::TimeDelta::seconds(1)),
+        )
+        .await?;
+    let witness = client
+        .enqueue(&EnqueueRequest::new("ghost", "nothing").run_at(hour_ago))
+        .await?;
+    let worker = InProcess::start(
+        &db.pool,
+        &["greet"],
+        WorkerConfig {
+            unknown_after,
+            ..fast_worker()
+        },
+    )
+    .await?;
+    let judged = until("the witness to be failed as unknown", SOON, || async {
+        let s = snap(&db.pool, witness).await?;
+        Ok(s.status.is_terminal().then_some(s))
+    })
+    .await?;
+    ensure!(judged.status == ActionStatus::Failed, "witness: {judged:?}");
+    let s = snap(&db.pool, other).await?;
+    ensure!(
+        s.status == ActionStatus::Queued && s.attempts == 0,
+        "other:thing is {} with {} attempts",
+        s.status,
+        s.attempts
+    );
+    ensure!(
+        s.run_at < judged.run_at,
+        "other:thing was not due for longer than the failed witness"
+    );
+    worker.stop(SOON).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_runs_the_action_once_and_is_free_again_once_finished() -> Result<()> {
     let db = fresh_db().await?;
     let client = Client::new(db.pool.clone());
     let req = request("greet:hello", json!({"name": "once"}))?.idempotency_key("greet-once");
     let first = client.enqueue(&req).await?;
     let second = client.enqueue(&req).await?;
     ensure!(first == second, "same key, ids {first} and {second}");
-    let worker = InProcess::start(&db.pool, &["greet"], fast_config()).await?;
+    let worker = InProcess::start(&db.pool, &["greet"], fast_worker()).await?;
     let row = finished(&client, first, SOON).await?;
     ensure_succeeded(&row)?;
     ensure!(row.attempts == 1, "{} attempts", row.attempts);
@@ -714,12 +465,13 @@ async fn idempotency_key_enqueues_once() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delayed_row_waits_and_priority_orders_claims() -> Result<()> {
+async fn delayed_row_does_not_start_before_its_delay() -> Result<()> {
     let db = fresh_db().await?;
     let client = Client::new(db.pool.clone());
     let delay = Duration::from_millis(1500);
-    let loaded = Loaded::new(&["greet"]).await?;
-    // The delayed row has the best priority of all: it still waits.
+    let (host, dir) = InProcess::load(&db.pool, &["greet"], fast_worker()).await?;
+    // The delayed row has the best priority of all, and a row that is due
+    // now keeps the worker busy claiming: it still waits.
     let delayed = client
         .enqueue(
             &request("greet:hello", json!({"name": "later"}))?
@@ -727,39 +479,11 @@ async fn delayed_row_waits_and_priority_orders_claims() -> Result<()> {
                 .priority(-100),
         )
         .await?;
-    let mut by_priority = Vec::new();
-    for priority in [5, -1, 2] {
-        let id = client
-            .enqueue(
-                &request("greet:hello", json!({"name": format!("p{priority}")}))?
-                    .priority(priority),
-            )
-            .await?;
-        by_priority.push((priority, id));
-    }
-    let worker = InProcess::serve(
-        &db.pool,
-        loaded,
-        WorkerConfig {
-            concurrency: 1,
-            ..fast_config()
-        },
-    )
-    .await?;
-
-    let mut starts = Vec::new();
-    for (priority, id) in &by_priority {
-        let row = finished(&client, *id, SOON).await?;
-        ensure_succeeded(&row)?;
-        starts.push((row.started_at.context("no started_at")?, *priority));
-    }
-    starts.sort();
-    let order: Vec<i32> = starts.iter().map(|(_, p)| *p).collect();
-    ensure!(
-        order == vec![-1, 2, 5],
-        "started in priority order {order:?}"
-    );
-
+    let now = client
+        .enqueue(&request("greet:hello", json!({"name": "now"}))?)
+        .await?;
+    let worker = InProcess::run(&db.pool, host, Some(dir)).await?;
+    ensure_succeeded(&finished(&client, now, SOON).await?)?;
     let row = finished(&client, delayed, SOON).await?;
     ensure_succeeded(&row)?;
     let started = row.started_at.context("no started_at")?;
@@ -774,46 +498,113 @@ async fn delayed_row_waits_and_priority_orders_claims() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_host_lease_expires_and_another_host_rescues() -> Result<()> {
+async fn queued_rows_start_in_priority_order() -> Result<()> {
     let db = fresh_db().await?;
     let client = Client::new(db.pool.clone());
-    let mut first = Serve::start(&db, &["sleepy"]).await?;
+    let (host, dir) = InProcess::load(
+        &db.pool,
+        &["greet"],
+        WorkerConfig {
+            concurrency: 1,
+            ..fast_worker()
+        },
+    )
+    .await?;
+    // Enqueued worst first, all queued before the one-permit worker starts.
+    let mut by_priority = Vec::new();
+    for priority in [5, -1, 2] {
+        let id = client
+            .enqueue(
+                &request("greet:hello", json!({"name": format!("p{priority}")}))?
+                    .priority(priority),
+            )
+            .await?;
+        by_priority.push((priority, id));
+    }
+    let worker = InProcess::run(&db.pool, host, Some(dir)).await?;
+
+    let mut starts = Vec::new();
+    for (priority, id) in &by_priority {
+        let row = finished(&client, *id, SOON).await?;
+        ensure_succeeded(&row)?;
+        starts.push((row.started_at.context("no started_at")?, *priority));
+    }
+    starts.sort();
+    let order: Vec<i32> = starts.iter().map(|(_, p)| *p).collect();
+    ensure!(
+        order == vec![-1, 2, 5],
+        "started in priority order {order:?}"
+    );
+    worker.stop(SOON).await?;
+    Ok(())
+}
+
+/// A `sleepy:nap` row running on a `cairn serve` child (timeout well above
+/// the nap), with the row as it was once seen running there.
+async fn row_running_on(serve: &Serve, client: &Client, pool: &PgPool) -> Result<(i64, Snap)> {
     let id = client
         .enqueue(&request("sleepy:nap", json!({"ms": 60_000}))?.timeout(Duration::from_secs(90)))
         .await?;
-    until("the child to run the row", SOON, || async {
-        let s = snap(&db.pool, id).await?;
+    let running = until("the child to run the row", SOON, || async {
+        let s = snap(pool, id).await?;
         Ok((s.status == ActionStatus::Running).then_some(s))
     })
-    .await
-    .and_then(|s| {
-        let owner = s.lease_owner.unwrap_or_default();
-        ensure!(first.is(&owner), "leased by {owner}, not the child");
-        Ok(())
-    })?;
+    .await?;
+    let owner = running.lease_owner.clone().unwrap_or_default();
+    ensure!(serve.is(&owner), "leased by {owner}, not the child");
+    Ok((id, running))
+}
 
-    // A second host comes up while the first is alive: for longer than one
-    // lease, the first keeps renewing and the second does not take the row.
-    let second = InProcess::start(&db.pool, &["sleepy"], fast_config()).await?;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let held = snap(&db.pool, id).await?;
-    ensure!(
-        held.status == ActionStatus::Running
-            && held.attempts == 1
-            && held.lease_owner.as_deref().is_some_and(|o| first.is(o)),
-        "a live host's row changed hands: {held:?}"
-    );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_host_renews_its_lease_and_keeps_its_row() -> Result<()> {
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let first = Serve::start(&db, &["sleepy"]).await?;
+    let (id, running) = row_running_on(&first, &client, &db.pool).await?;
+    let first_lease = running.lease_expires_at.context("no lease")?;
+
+    // A second host that rescues every 200 ms comes up. Until the first
+    // lease (2 s) would have expired, and for two of its rescue cycles more,
+    // the row stays with the first host, which renews it.
+    let second = InProcess::start(&db.pool, &["sleepy"], fast_worker()).await?;
+    let past = first_lease + chrono::TimeDelta::from_std(fast_worker().rescue_every * 2)?;
+    let held = until("the first lease to be long expired", SOON, || async {
+        let s = snap(&db.pool, id).await?;
+        ensure!(
+            s.status == ActionStatus::Running
+                && s.attempts == 1
+                && s.lease_owner.as_deref().is_some_and(|o| first.is(o)),
+            "a live host's row changed hands: {s:?}"
+        );
+        Ok((s.now > past).then_some(s))
+    })
+    .await?;
     ensure!(
         held.lease_expires_at.is_some_and(|e| e > held.now),
         "the lease was not renewed: {held:?}"
     );
+    second.stop(SOON).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_host_lease_expires_and_another_host_rescues_the_row() -> Result<()> {
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let mut first = Serve::start(&db, &["sleepy"]).await?;
+    let (id, _) = row_running_on(&first, &client, &db.pool).await?;
+    let second = InProcess::start(&db.pool, &["sleepy"], fast_worker()).await?;
 
     first.signal(libc::SIGKILL)?;
     let killed_at = db_now(&db.pool).await?;
     first.exit_within(SOON).await?;
-    let lease_expired = held.lease_expires_at.context("no lease")?;
+    // The lease as the dead host left it (it renews no more).
+    let lease_expired = snap(&db.pool, id)
+        .await?
+        .lease_expires_at
+        .context("no lease")?;
 
-    let row = finished(&client, id, Duration::from_secs(20)).await?;
+    let row = finished(&client, id, SOON).await?;
     ensure_succeeded(&row)?;
     ensure!(row.attempts == 2, "{} attempts", row.attempts);
     ensure!(
@@ -966,21 +757,22 @@ async fn two_hosts_complete_2000_rows_exactly_once() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_in_process_and_wakeup_by_notify() -> Result<()> {
+async fn an_idle_worker_is_woken_by_the_enqueue_notification() -> Result<()> {
     let db = fresh_db().await?;
     let client = Client::new(db.pool.clone());
+    let poll_interval = Duration::from_secs(30);
     let worker = InProcess::start(
         &db.pool,
-        &["greet", "sleepy"],
+        &["greet"],
         WorkerConfig {
-            poll_interval: Duration::from_secs(30),
-            shutdown_grace: Duration::from_millis(300),
-            ..fast_config()
+            poll_interval,
+            ..fast_worker()
         },
     )
     .await?;
-    // Enqueue only once the worker is LISTENing, so that only a
-    // notification can wake it before the 30 s poll.
+    // Enqueue only once the worker LISTENs and its first claim (at start)
+    // has come and gone: the loop is then asleep, and only a notification
+    // can wake it before the 30 s poll.
     until("the worker to LISTEN", SOON, || async {
         let listening: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
@@ -991,22 +783,40 @@ async fn graceful_shutdown_in_process_and_wakeup_by_notify() -> Result<()> {
         Ok(listening.then_some(()))
     })
     .await?;
-    // Let the first claim (at start) come and go: the loop is now asleep.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("the worker's first claim", SOON, || async {
+        Ok(last_finished_claim(&db.pool).await?.map(|_| ()))
+    })
+    .await?;
 
     let began = Instant::now();
     let id = client
         .enqueue(&request("greet:hello", json!({"name": "now"}))?)
         .await?;
-    let row = finished(&client, id, Duration::from_secs(5)).await?;
+    let row = finished(&client, id, SOON).await?;
     let took = began.elapsed();
     ensure_succeeded(&row)?;
     ensure!(
-        took < Duration::from_millis(1500),
-        "took {took:?} from enqueue to result with a 30 s poll interval"
+        took < poll_interval / 2,
+        "took {took:?} from enqueue to result with a {poll_interval:?} poll interval"
     );
+    worker.stop(SOON).await?;
+    Ok(())
+}
 
-    // The same wake-up runs a long action; shutdown gives it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_a_running_row_back_uncounted_after_the_grace_period() -> Result<()> {
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let grace = Duration::from_millis(300);
+    let worker = InProcess::start(
+        &db.pool,
+        &["sleepy"],
+        WorkerConfig {
+            shutdown_grace: grace,
+            ..fast_worker()
+        },
+    )
+    .await?;
     let long = client
         .enqueue(
             &request("sleepy:nap_always", json!({"ms": 60_000}))?.timeout(Duration::from_secs(90)),
@@ -1018,10 +828,10 @@ async fn graceful_shutdown_in_process_and_wakeup_by_notify() -> Result<()> {
     })
     .await?;
     let host_id = worker.host_id.clone();
-    let took = worker.stop(Duration::from_secs(5)).await?;
+    let took = worker.stop(SOON).await?;
     ensure!(
-        took >= Duration::from_millis(250),
-        "stopped after {took:?}, without the grace period"
+        took >= grace - Duration::from_millis(50),
+        "stopped after {took:?}, without the grace period of {grace:?}"
     );
     let s = snap(&db.pool, long).await?;
     ensure!(
@@ -1049,7 +859,7 @@ async fn lost_lease_abandons_the_attempt_and_frees_capacity() -> Result<()> {
     let config = WorkerConfig {
         concurrency: 1,
         poll_interval: Duration::from_secs(60),
-        ..fast_config()
+        ..fast_worker()
     };
     let worker = InProcess::start(&db.pool, &["sleepy", "greet"], config).await?;
     until("the long row to run", SOON, || async {

@@ -199,56 +199,21 @@ fn lit_str(value: &Expr, key: &str, example: &str) -> syn::Result<String> {
     }
 }
 
-/// Action names form the registry key `module:name`, so they must be
-/// non-empty and free of `:` and whitespace.
+/// Action names form the registry key `module:name`: the rule is
+/// `cairn_contract::check_name`, shared with the host.
 fn validate_action_name(name: &str, span: Span) -> syn::Result<()> {
-    if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) {
-        return Err(syn::Error::new(
-            span,
-            format!(
-                "invalid action name {name:?}: it must be non-empty, without `:` or whitespace"
-            ),
-        ));
-    }
-    Ok(())
+    cairn_contract::check_name("action", name).map_err(|e| syn::Error::new(span, e.to_string()))
 }
 
-/// Parse `"500ms"`, `"30s"`, `"5m"` or `"1h"` into milliseconds.
+/// Parse `"500ms"`, `"30s"`, `"5m"` or `"1h"` into milliseconds, with the
+/// grammar the host uses too (`cairn_contract::parse_positive_duration`): a
+/// unit is required and zero is refused.
 fn duration_ms(value: &Expr, key: &str) -> syn::Result<u64> {
     let text = lit_str(value, key, "\"30s\"")?;
-    parse_duration_ms(&text).map_err(|why| {
-        syn::Error::new(
-            value.span(),
-            format!(
-                "invalid `{key}` duration {text:?}: {why}; \
-                 write a whole number with a unit: \"500ms\", \"30s\", \"5m\" or \"1h\""
-            ),
-        )
-    })
-}
-
-fn parse_duration_ms(text: &str) -> Result<u64, &'static str> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or("missing unit")?;
-    let (number, unit) = text.split_at(split);
-    if number.is_empty() {
-        return Err("missing number");
-    }
-    let number: u64 = number.parse().map_err(|_| "number too large")?;
-    let scale = match unit.trim() {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err("unknown unit"),
-    };
-    let ms = number.checked_mul(scale).ok_or("number too large")?;
-    if ms == 0 {
-        return Err("must be greater than zero");
-    }
-    Ok(ms)
+    let duration = cairn_contract::parse_positive_duration(&text)
+        .map_err(|why| syn::Error::new(value.span(), format!("invalid `{key}` duration: {why}")))?;
+    u64::try_from(duration.as_millis())
+        .map_err(|_| syn::Error::new(value.span(), format!("`{key}` is too large")))
 }
 
 /// How the shim gets a parameter's value.
@@ -796,26 +761,4 @@ fn expand_dependency(attr: TokenStream2, item: TokenStream2) -> syn::Result<Toke
             }
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration_ms;
-
-    #[test]
-    fn durations_accept_ms_s_m_h() {
-        assert_eq!(parse_duration_ms("500ms"), Ok(500));
-        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
-        assert_eq!(parse_duration_ms("5m"), Ok(300_000));
-        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
-    }
-
-    #[test]
-    fn durations_reject_missing_or_unknown_units_and_zero() {
-        assert!(parse_duration_ms("500").is_err());
-        assert!(parse_duration_ms("ms").is_err());
-        assert!(parse_duration_ms("5 days").is_err());
-        assert!(parse_duration_ms("0s").is_err());
-        assert!(parse_duration_ms("1.5s").is_err());
-    }
 }

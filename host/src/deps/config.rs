@@ -1,11 +1,11 @@
 //! `cairn:plugin/config`: the calling plugin's own config values and
 //! secrets, from its `[plugins.<module>]` table in `cairn.toml` (see
-//! [`crate::config`]). Each store carries only its own plugin's settings, so
+//! [`crate::settings`]). Each store carries only its own plugin's settings, so
 //! another plugin's secrets are not even reachable. Values are never logged.
 
 use super::Dependency;
 use crate::bindings::cairn::plugin::config;
-use crate::sandbox::HostState;
+use crate::store::HostState;
 use wasmtime::component::HasSelf;
 
 pub(crate) const DEPENDENCY: Dependency = Dependency {

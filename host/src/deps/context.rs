@@ -4,7 +4,7 @@
 
 use super::Dependency;
 use crate::bindings::cairn::plugin::context;
-use crate::sandbox::HostState;
+use crate::store::HostState;
 use std::time::UNIX_EPOCH;
 use wasmtime::component::HasSelf;
 

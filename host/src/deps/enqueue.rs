@@ -9,7 +9,7 @@
 use super::Dependency;
 use crate::bindings::cairn::plugin::enqueue::{self, Options};
 use crate::queue::{Client, EnqueueRequest};
-use crate::sandbox::HostState;
+use crate::store::HostState;
 use std::time::Duration;
 use wasmtime::component::HasSelf;
 
@@ -47,6 +47,6 @@ impl enqueue::Host for HostState {
         Client::new(pool)
             .enqueue(&request)
             .await
-            .map_err(|e| crate::sandbox::one_line(&format!("{e:#}")))
+            .map_err(|e| crate::error::one_line(&format!("{e:#}")))
     }
 }

@@ -1,7 +1,7 @@
 //! `http`: outbound HTTP through `wasi:http@0.2` (wasmtime-wasi-http),
 //! linked only for plugins granted `http`.
 //!
-//! Strategy: every request goes through [`HttpPolicy::send_request`], which
+//! Strategy: every request goes through `HttpHooks::send_request`, which
 //! checks the request's authority against the plugin's `allowed_hosts`
 //! *before* any connection is made; anything else gets
 //! `ErrorCode::HttpRequestDenied` and never leaves the machine. Allowed
@@ -15,11 +15,11 @@
 //! call's own deadline still bounds everything.
 
 use super::Dependency;
+use crate::store::{HostState, HttpHooks};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
@@ -42,13 +42,19 @@ pub(crate) const DEPENDENCY: Dependency = Dependency {
     add_to_linker: |linker| wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker),
 };
 
-/// The per-call outbound HTTP policy: the plugin's allowed hosts.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct HttpPolicy {
-    pub(crate) allowed_hosts: Arc<[String]>,
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
 }
 
-impl HttpPolicy {
+/// The per-call outbound HTTP policy: the calling plugin's allowed hosts
+/// (shared with its other calls, not copied per call).
+impl HttpHooks {
     /// Whether `uri` may be requested.
     fn allows(&self, uri: &http::Uri) -> bool {
         let Some(authority) = uri.authority() else {
@@ -61,7 +67,7 @@ impl HttpPolicy {
             80
         };
         let port = authority.port_u16().unwrap_or(default_port);
-        self.allowed_hosts.iter().any(|entry| {
+        self.deps.settings.allowed_hosts.iter().any(|entry| {
             let entry = entry.to_ascii_lowercase();
             match entry.rsplit_once(':') {
                 Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
@@ -75,7 +81,7 @@ impl HttpPolicy {
 
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
 
-impl WasiHttpHooks for HttpPolicy {
+impl WasiHttpHooks for HttpHooks {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -87,8 +93,10 @@ impl WasiHttpHooks for HttpPolicy {
             // Only the authority: a query string may carry a secret.
             let authority = request.uri().authority().map(|a| a.to_string());
             tracing::warn!(
+                plugin = %self.deps.module,
                 authority = authority.as_deref().unwrap_or("-"),
-                "outbound HTTP denied: host not in allowed_hosts"
+                "outbound HTTP denied: host not in plugins.{}.allowed_hosts",
+                self.deps.module
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
@@ -162,8 +170,11 @@ mod tests {
 
     #[test]
     fn allowed_hosts_match_host_and_port() {
-        let policy = HttpPolicy {
-            allowed_hosts: vec!["127.0.0.1:8080".to_owned(), "API.example.com".to_owned()].into(),
+        let mut deps = crate::store::PluginDeps::default();
+        deps.settings.allowed_hosts =
+            vec!["127.0.0.1:8080".to_owned(), "API.example.com".to_owned()];
+        let policy = HttpHooks {
+            deps: std::sync::Arc::new(deps),
         };
         let ok = |u: &str| policy.allows(&u.parse().unwrap());
         assert!(ok("http://127.0.0.1:8080/x"));

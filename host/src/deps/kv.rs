@@ -12,7 +12,7 @@
 
 use super::Dependency;
 use crate::bindings::cairn::plugin::kv;
-use crate::sandbox::HostState;
+use crate::store::HostState;
 use sqlx::PgPool;
 use wasmtime::component::HasSelf;
 
@@ -38,7 +38,7 @@ impl HostState {
 }
 
 fn failed(op: &str, err: sqlx::Error) -> String {
-    crate::sandbox::one_line(&format!("kv {op} failed: {err}"))
+    crate::error::one_line(&format!("kv {op} failed: {err}"))
 }
 
 impl kv::Host for HostState {

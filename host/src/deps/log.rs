@@ -8,7 +8,7 @@
 
 use super::Dependency;
 use crate::bindings::cairn::plugin::log::{self, Level};
-use crate::sandbox::HostState;
+use crate::store::HostState;
 use wasmtime::component::HasSelf;
 
 /// Longest message or fields text kept per record, in bytes.

@@ -4,18 +4,21 @@
 //!
 //! Strategy: deny by default. The loader reads a component's imports and
 //! links exactly the dependencies it imports *and* the operator granted to
-//! it in `cairn.toml` (see [`crate::config`]; `log` and `context` are
+//! it in `cairn.toml` (see [`crate::settings`]; `log` and `context` are
 //! granted to all). WASI is always linked, with a context that denies
 //! everything. An import this host does not know, or one not granted, is
 //! refused at load with an error naming it.
 //!
-//! Each store carries its plugin's [`PluginDeps`]: that plugin's settings
-//! and, when the host has a database, the pool `kv` and `enqueue` use.
+//! Each store carries its plugin's [`PluginDeps`] (defined with the rest of
+//! the store's data in [`crate::store`]): that plugin's settings and, when
+//! the host has a database, the pool `kv` and `enqueue` use. Each file here
+//! implements its interface on [`HostState`]; the store's data knows nothing
+//! of them, so the two modules do not depend on each other in a circle.
 
-use crate::config::PluginSettings;
-use crate::sandbox::HostState;
-use sqlx::PgPool;
+use crate::store::HostState;
 use wasmtime::component::Linker;
+
+pub use crate::store::PluginDeps;
 
 pub mod config;
 pub mod context;
@@ -23,17 +26,6 @@ pub mod enqueue;
 pub mod http;
 pub mod kv;
 pub mod log;
-
-/// What one plugin's dependencies need from the host: its own settings
-/// (never another plugin's) and the database, if there is one.
-#[derive(Debug, Clone, Default)]
-pub struct PluginDeps {
-    /// The plugin's `[plugins.<module>]` settings.
-    pub settings: PluginSettings,
-    /// The queue's database; `None` for `cairn invoke` (kv and enqueue then
-    /// return an error saying so).
-    pub pool: Option<PgPool>,
-}
 
 /// One host-provided interface.
 pub struct Dependency {
@@ -62,6 +54,13 @@ pub const ALL: &[Dependency] = &[
 /// The `cairn:plugin` package version this host implements. Imports of any
 /// semver-compatible `0.1.x` resolve to it.
 pub const PACKAGE_VERSION_PREFIX: &str = "0.1.";
+
+/// Every dependency's short name: what `grants` in `cairn.toml` may list
+/// (the settings check them against this, see
+/// [`Settings::parse`](crate::settings::Settings::parse)).
+pub fn names() -> Vec<&'static str> {
+    ALL.iter().map(|d| d.name).collect()
+}
 
 /// The dependency a component import name refers to, e.g.
 /// `cairn:plugin/log@0.1.0` → `log`, `wasi:http/types@0.2.3` → `http`.

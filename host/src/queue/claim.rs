@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 
 use super::{millis, unsigned};
+use crate::key::ActionKey;
 
 /// An action this host serves, as the claim needs it: its key, and the
 /// `max_attempts` of its declared (or the host's default) retry policy, which
@@ -16,10 +17,8 @@ use super::{millis, unsigned};
 /// knowing the action.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServedAction {
-    /// The plugin's module.
-    pub module: String,
-    /// The action's name.
-    pub name: String,
+    /// The action.
+    pub key: ActionKey,
     /// Total attempts allowed when the row does not say (at least 1).
     pub max_attempts: u32,
 }
@@ -29,10 +28,8 @@ pub struct ServedAction {
 pub struct ClaimedAction {
     /// The row's id.
     pub id: i64,
-    /// The plugin's module.
-    pub module: String,
-    /// The action's name.
-    pub name: String,
+    /// The row's action.
+    pub key: ActionKey,
     /// Protobuf `WorkflowArguments`, exactly as enqueued.
     pub args: Vec<u8>,
     /// This attempt's number, starting at 1.
@@ -81,9 +78,9 @@ pub async fn claim(
     let mut seen = HashSet::new();
     let (mut modules, mut names, mut maxes) = (Vec::new(), Vec::new(), Vec::new());
     for s in served {
-        if seen.insert((s.module.as_str(), s.name.as_str())) {
-            modules.push(s.module.as_str());
-            names.push(s.name.as_str());
+        if seen.insert(&s.key) {
+            modules.push(s.key.module.as_str());
+            names.push(s.key.name.as_str());
             maxes.push(i32::try_from(s.max_attempts.max(1)).unwrap_or(i32::MAX));
         }
     }
@@ -113,8 +110,10 @@ pub async fn claim(
         .map(|r| {
             Ok(ClaimedAction {
                 id: r.try_get("id")?,
-                module: r.try_get("module")?,
-                name: r.try_get("name")?,
+                key: ActionKey::new(
+                    r.try_get::<String, _>("module")?,
+                    r.try_get::<String, _>("name")?,
+                ),
                 args: r.try_get("args")?,
                 attempt: unsigned(r.try_get::<i32, _>("attempts")?.into()) as u32,
                 max_attempts: unsigned(r.try_get::<i32, _>("max_attempts")?.into()) as u32,

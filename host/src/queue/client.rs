@@ -15,10 +15,9 @@ use tokio::time::Instant;
 
 use cairn_payload::WorkflowArguments;
 
+use super::notify::RESULTS_CHANNEL;
 use super::{defaults, millis, ActionStatus};
-
-/// The channel `cairn.actions` rows announce their end on (payload: the id).
-pub const RESULTS_CHANNEL: &str = "cairn_results";
+use crate::key::ActionKey;
 
 /// One action to enqueue. Start with [`EnqueueRequest::new`] and chain the
 /// options; every option left unset takes the action's declared default.
@@ -60,16 +59,10 @@ impl EnqueueRequest {
         }
     }
 
-    /// A request for the registry key `module:name` (as the CLI takes it).
-    ///
-    /// # Errors
-    ///
-    /// When `key` is not `module:name` with both parts non-empty.
-    pub fn for_key(key: &str) -> Result<Self> {
-        match key.split_once(':') {
-            Some((m, n)) if !m.is_empty() && !n.is_empty() => Ok(Self::new(m, n)),
-            _ => bail!("enqueue failed: action key {key:?} is not `module:name`"),
-        }
+    /// A request to run the action `key` with no arguments and the
+    /// defaults.
+    pub fn for_action(key: &ActionKey) -> Self {
+        Self::new(key.module.clone(), key.name.clone())
     }
 
     /// Sets the arguments, encoding them to protobuf.
@@ -160,6 +153,11 @@ pub struct ActionResult {
 }
 
 impl ActionResult {
+    /// The row's action, `module:name`.
+    pub fn key(&self) -> ActionKey {
+        ActionKey::new(self.module.clone(), self.name.clone())
+    }
+
     fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
         let status: String = r.try_get("status")?;
         Ok(ActionResult {

@@ -10,7 +10,7 @@ use super::millis;
 
 /// What became of one attempt of a row the caller owns.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum AttemptOutcome {
     /// The action returned; `result` (a result payload) is stored unchanged.
     Succeeded {
         /// Protobuf result payload (key `result`).
@@ -38,13 +38,24 @@ pub enum Outcome {
     Requeue,
 }
 
+impl AttemptOutcome {
+    /// Whether the row is finished for good (succeeded or failed), rather
+    /// than queued again.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            AttemptOutcome::Succeeded { .. } | AttemptOutcome::Failed { .. }
+        )
+    }
+}
+
 /// One row's outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Completion {
     /// The row's id.
     pub id: i64,
     /// What happened.
-    pub outcome: Outcome,
+    pub outcome: AttemptOutcome,
 }
 
 impl Completion {
@@ -52,7 +63,7 @@ impl Completion {
     pub fn succeeded(id: i64, result: Vec<u8>) -> Self {
         Completion {
             id,
-            outcome: Outcome::Succeeded { result },
+            outcome: AttemptOutcome::Succeeded { result },
         }
     }
 
@@ -60,7 +71,7 @@ impl Completion {
     pub fn failed(id: i64, error: Vec<u8>) -> Self {
         Completion {
             id,
-            outcome: Outcome::Failed { error },
+            outcome: AttemptOutcome::Failed { error },
         }
     }
 
@@ -68,7 +79,7 @@ impl Completion {
     pub fn retry(id: i64, error: Vec<u8>, backoff: Duration) -> Self {
         Completion {
             id,
-            outcome: Outcome::Retry { error, backoff },
+            outcome: AttemptOutcome::Retry { error, backoff },
         }
     }
 
@@ -76,7 +87,7 @@ impl Completion {
     pub fn requeue(id: i64) -> Self {
         Completion {
             id,
-            outcome: Outcome::Requeue,
+            outcome: AttemptOutcome::Requeue,
         }
     }
 }
@@ -110,10 +121,10 @@ pub async fn complete(pool: &PgPool, owner: &str, completions: &[Completion]) ->
             continue;
         }
         let (kind, payload, backoff): (&str, &[u8], i64) = match &c.outcome {
-            Outcome::Succeeded { result } => ("succeeded", result, 0),
-            Outcome::Failed { error } => ("failed", error, 0),
-            Outcome::Retry { error, backoff } => ("retry", error, millis(*backoff)),
-            Outcome::Requeue => ("requeue", &[], 0),
+            AttemptOutcome::Succeeded { result } => ("succeeded", result, 0),
+            AttemptOutcome::Failed { error } => ("failed", error, 0),
+            AttemptOutcome::Retry { error, backoff } => ("retry", error, millis(*backoff)),
+            AttemptOutcome::Requeue => ("requeue", &[], 0),
         };
         ids.push(c.id);
         kinds.push(kind);

@@ -32,7 +32,8 @@
 //!   unknown-action rule: a row nobody serves stays queued (another host may
 //!   serve it) until no live host has served it for a while.
 //! * [`Client`] enqueues and reads results (also available in SQL, see
-//!   `docs/queue.md`); [`backoff`] computes retry delays.
+//!   `docs/queue.md`); [`backoff`] computes retry delays; [`notify`] names
+//!   the notification channels and sends on them.
 //!
 //! # Failure modes
 //!
@@ -57,14 +58,15 @@ mod client;
 mod complete;
 mod hosts;
 mod lease;
+pub mod notify;
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 pub use claim::{claim, ClaimedAction, ServedAction};
-pub use client::{ActionResult, Client, EnqueueRequest, RESULTS_CHANNEL};
-pub use complete::{complete, Completion, Outcome};
+pub use client::{ActionResult, Client, EnqueueRequest};
+pub use complete::{complete, AttemptOutcome, Completion};
 pub use hosts::{fail_unknown, heartbeat, remove_host};
 pub use lease::{renew, requeue_expired, Rescued};
 

@@ -19,10 +19,10 @@
 //!    the read. Operators should write elsewhere and `rename` into the
 //!    directory; a file written in place is picked up once it is stable.
 //! 3. **Content, not touches.** The SHA-256 of the bytes decides: the same
-//!    digest as last time is a no-op ([`Outcome::Unchanged`]), so `touch`,
+//!    digest as last time is a no-op ([`FileFileOutcome::Unchanged`]), so `touch`,
 //!    `chmod` or rewriting identical bytes reloads nothing.
 //! 4. **Load off the hot path.** A new digest is validated, compiled (or
-//!    fetched from the [`cache::ArtifactCache`]), linked and described by the
+//!    fetched from the [`ArtifactCache`](crate::plugin::ArtifactCache)), linked and described by the
 //!    [`Loader`] — compilation runs on a blocking thread — while the previous
 //!    version keeps serving.
 //! 5. **Swap atomically.** [`Registry::replace_file`] replaces all of the
@@ -67,14 +67,12 @@
 //! Every registry change is logged by the registry (file, keys, old and new
 //! digest); every rejection by the reloader. See `docs/reload.md`.
 
-pub mod bench;
-pub mod cache;
 mod watch;
 
-use crate::plugin::{display_name, LoadError, Loader, Phase, Plugin};
+use crate::key::{short_or_dash, Digest};
+use crate::plugin::{display_name, LoadError, LoadPhase, Loader, Plugin};
 use crate::registry::{Change, Registry};
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,7 +81,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
-pub use cache::ArtifactCache;
 use watch::{Arrival, Read};
 
 /// Events kept for slow subscribers before they start missing some.
@@ -115,16 +112,26 @@ pub struct ReloadConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
-impl ReloadConfig {
-    /// The defaults, with the cache under `state_dir`.
-    pub fn new(state_dir: &Path) -> Self {
+impl Default for ReloadConfig {
+    /// The defaults, without an artifact cache.
+    fn default() -> Self {
         ReloadConfig {
             watch: true,
             quiet: Duration::from_millis(100),
             rename_quiet: Duration::from_millis(20),
             settle: Duration::from_millis(50),
             rescan_every: Some(Duration::from_secs(30)),
+            cache_dir: None,
+        }
+    }
+}
+
+impl ReloadConfig {
+    /// The defaults, with the cache under `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        ReloadConfig {
             cache_dir: Some(state_dir.join("cache")),
+            ..Self::default()
         }
     }
 
@@ -185,12 +192,12 @@ pub struct ReloadEvent {
     /// The file.
     pub file: PathBuf,
     /// What came of it.
-    pub outcome: Outcome,
+    pub outcome: FileOutcome,
 }
 
 /// The outcome of handling one file.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub enum FileOutcome {
     /// The registry changed (or, for a file whose keys are all shared with
     /// an identical copy, was confirmed): added, replaced or removed.
     Applied(Change),
@@ -198,17 +205,17 @@ pub enum Outcome {
     /// previous version, which keeps serving (if any).
     Rejected {
         /// The digest of the refused content (`None` if it could not be read).
-        digest: Option<String>,
+        digest: Option<Digest>,
         /// Why, naming the file and the phase.
         error: LoadError,
         /// The digest of the version that keeps serving from this file.
-        serving: Option<String>,
+        serving: Option<Digest>,
     },
     /// The content's digest is the one already handled: nothing to do (a
     /// touch, or identical bytes written again).
     Unchanged {
         /// The digest.
-        digest: String,
+        digest: Digest,
     },
 }
 
@@ -229,7 +236,7 @@ pub struct FileStatus {
 #[derive(Debug, Clone)]
 pub struct Rejection {
     /// Its digest (`None` if it could not be read).
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
     /// Why.
     pub error: LoadError,
     /// It loaded but conflicts with another file's keys: it is retried
@@ -247,7 +254,7 @@ struct FileState {
     /// Some keys of `serving` are held by an identical copy in another file.
     incomplete: bool,
     /// Digest of the latest content handled (serving or refused).
-    latest: Option<String>,
+    latest: Option<Digest>,
     /// The latest content was refused.
     rejected: Option<LoadError>,
     /// The latest content loaded but conflicts: retried on others' changes.
@@ -354,27 +361,23 @@ impl Reloader {
         Ok(Reloader { inner, task, stop })
     }
 
+    /// A view of the directory that stays valid while the reloader runs on
+    /// elsewhere (e.g. after the host that started it took it to run).
+    pub fn dir(&self) -> PluginDir {
+        PluginDir {
+            inner: self.inner.clone(),
+        }
+    }
+
     /// Events for every file handled from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<ReloadEvent> {
-        self.inner.events.subscribe()
+        self.dir().subscribe()
     }
 
     /// Every file the reloader knows, by name: what it serves and why its
     /// latest content was refused, if it was.
     pub fn files(&self) -> Vec<FileStatus> {
-        let files = self.inner.files.lock().unwrap_or_else(|p| p.into_inner());
-        files
-            .iter()
-            .map(|(file, state)| FileStatus {
-                file: file.clone(),
-                serving: state.serving.clone(),
-                rejected: state.rejected.clone().map(|error| Rejection {
-                    digest: state.latest.clone(),
-                    error,
-                    waiting: state.waiting.is_some(),
-                }),
-            })
-            .collect()
+        self.dir().files()
     }
 
     /// The loader (for its [`counts`](Loader::counts)).
@@ -396,6 +399,49 @@ impl Reloader {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+}
+
+/// The plugin directory as a [`Reloader`] keeps it: its files, its loader,
+/// its registry and its events. Cheap to clone; it observes, it cannot stop
+/// the reloader.
+#[derive(Clone)]
+pub struct PluginDir {
+    inner: Arc<Inner>,
+}
+
+impl PluginDir {
+    /// Events for every file handled from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ReloadEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Every file the reloader knows, by name: what it serves and why its
+    /// latest content was refused, if it was.
+    pub fn files(&self) -> Vec<FileStatus> {
+        let files = self.inner.files.lock().unwrap_or_else(|p| p.into_inner());
+        files
+            .iter()
+            .map(|(file, state)| FileStatus {
+                file: file.clone(),
+                serving: state.serving.clone(),
+                rejected: state.rejected.clone().map(|error| Rejection {
+                    digest: state.latest,
+                    error,
+                    waiting: state.waiting.is_some(),
+                }),
+            })
+            .collect()
+    }
+
+    /// The loader (for its [`counts`](Loader::counts)).
+    pub fn loader(&self) -> &Loader {
+        &self.inner.loader
+    }
+
+    /// The registry it maintains.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
     }
 }
 
@@ -431,7 +477,7 @@ impl Inner {
                 true
             }
             Read::Failed(message) => {
-                let error = LoadError::new(path, Phase::Read, message);
+                let error = LoadError::new(path, LoadPhase::Read, message);
                 self.reject(path, None, error, None);
                 true
             }
@@ -451,41 +497,37 @@ impl Inner {
         if known.is_none() {
             return;
         }
-        match self.registry.replace_file(path, None) {
-            Ok(change) => {
-                if change.is_empty() {
-                    tracing::info!(file = %display_name(path), "plugin file removed (it served nothing)");
-                }
-                self.emit(path, Outcome::Applied(change));
-                self.retry_waiting();
-            }
-            Err(conflict) => unreachable!("removing cannot conflict: {conflict}"),
+        let change = self.registry.remove_file(path);
+        if change.is_empty() {
+            tracing::info!(file = %display_name(path), "plugin file removed (it served nothing)");
         }
+        self.emit(path, FileOutcome::Applied(change));
+        self.retry_waiting();
     }
 
     async fn update(&self, path: &Path, bytes: Vec<u8>, stat: watch::Stat) {
-        let digest = hex::encode(Sha256::digest(&bytes));
+        let digest = Digest::of(&bytes);
         {
             let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
             let state = files
                 .entry(path.to_owned())
                 .or_insert_with(|| FileState::new(&self.next_seq));
             state.stat = Some(stat);
-            let serving = state.serving.as_ref().map(|p| p.digest.clone());
-            if state.latest.as_deref() == Some(&digest) {
+            let serving = state.serving.as_ref().map(|p| p.digest);
+            if state.latest == Some(digest) {
                 drop(files);
-                tracing::debug!(file = %display_name(path), digest = %&digest[..12], "plugin unchanged");
-                self.emit(path, Outcome::Unchanged { digest });
+                tracing::debug!(file = %display_name(path), digest = %digest.short(), "plugin unchanged");
+                self.emit(path, FileOutcome::Unchanged { digest });
                 return;
             }
-            if serving.as_deref() == Some(&digest) {
+            if serving == Some(digest) {
                 // Back to the version that serves (after a refused one).
-                state.latest = Some(digest.clone());
+                state.latest = Some(digest);
                 state.rejected = None;
                 state.waiting = None;
                 drop(files);
-                tracing::info!(file = %display_name(path), digest = %&digest[..12], "plugin back to the version it serves");
-                self.emit(path, Outcome::Unchanged { digest });
+                tracing::info!(file = %display_name(path), digest = %digest.short(), "plugin back to the version it serves");
+                self.emit(path, FileOutcome::Unchanged { digest });
                 return;
             }
         }
@@ -498,7 +540,7 @@ impl Inner {
                 let after = self.loader.counts();
                 tracing::debug!(
                     file = %display_name(path),
-                    digest = %&digest[..12],
+                    digest = %digest.short(),
                     load_ms = started.elapsed().as_millis() as u64,
                     compiled = after.compiled > before.compiled,
                     "plugin loaded"
@@ -511,8 +553,8 @@ impl Inner {
     /// Swap `plugin` in for its file, or park it as waiting on a conflict.
     /// Returns whether the registry took it.
     fn apply(&self, path: &Path, plugin: Arc<Plugin>) -> bool {
-        let digest = plugin.digest.clone();
-        match self.registry.replace_file(path, Some(plugin.clone())) {
+        let digest = plugin.digest;
+        match self.registry.replace_file(path, plugin.clone()) {
             Ok(change) => {
                 if let Some(state) = self
                     .files
@@ -527,14 +569,14 @@ impl Inner {
                     state.waiting = None;
                 }
                 let changed = !change.is_empty();
-                self.emit(path, Outcome::Applied(change));
+                self.emit(path, FileOutcome::Applied(change));
                 if changed {
                     self.retry_waiting();
                 }
                 true
             }
             Err(conflict) => {
-                let error = LoadError::new(path, Phase::Register, conflict.to_string());
+                let error = LoadError::new(path, LoadPhase::Register, conflict.to_string());
                 self.reject(path, Some(digest), error, Some(plugin));
                 false
             }
@@ -545,7 +587,7 @@ impl Inner {
     fn reject(
         &self,
         path: &Path,
-        digest: Option<String>,
+        digest: Option<Digest>,
         error: LoadError,
         waiting: Option<Arc<Plugin>>,
     ) {
@@ -557,34 +599,30 @@ impl Inner {
             let already = state.rejected.as_ref().map(ToString::to_string)
                 == Some(error.to_string())
                 && state.latest == digest;
-            state.latest = digest.clone();
+            state.latest = digest;
             state.rejected = Some(error.clone());
             state.waiting = waiting;
-            let serving = state.serving.as_ref().map(|p| p.digest.clone());
+            let serving = state.serving.as_ref().map(|p| p.digest);
             if already {
                 // A retry that failed the same way: no new news.
                 return;
             }
             serving
         };
-        let short = |d: &Option<String>| {
-            d.as_deref()
-                .map_or_else(|| "-".to_owned(), |d| d[..12.min(d.len())].to_owned())
-        };
         tracing::error!(
             file = %display_name(path),
             phase = %error.phase,
-            digest = %short(&digest),
-            serving = %short(&serving),
+            digest = %short_or_dash(digest.as_ref()),
+            serving = %short_or_dash(serving.as_ref()),
             "{error}; {}",
             match &serving {
-                Some(d) => format!("the previous version ({}) keeps serving", &d[..12]),
+                Some(d) => format!("the previous version ({}) keeps serving", d.short()),
                 None => "the file serves nothing".to_owned(),
             }
         );
         self.emit(
             path,
-            Outcome::Rejected {
+            FileOutcome::Rejected {
                 digest,
                 error,
                 serving,
@@ -617,7 +655,7 @@ impl Inner {
                     continue;
                 }
                 // On a conflict it stays waiting.
-                if let Ok(change) = self.registry.replace_file(&file, Some(plugin.clone())) {
+                if let Ok(change) = self.registry.replace_file(&file, plugin.clone()) {
                     let changed = !change.is_empty();
                     if let Some(state) = self
                         .files
@@ -625,7 +663,7 @@ impl Inner {
                         .unwrap_or_else(|p| p.into_inner())
                         .get_mut(&file)
                     {
-                        state.latest = Some(plugin.digest.clone());
+                        state.latest = Some(plugin.digest);
                         state.serving = Some(plugin);
                         state.incomplete = !change.shared.is_empty();
                         state.rejected = None;
@@ -634,7 +672,7 @@ impl Inner {
                     if changed {
                         tracing::info!(file = %display_name(&file), "plugin that waited for its keys now serves them");
                         progress = true;
-                        self.emit(&file, Outcome::Applied(change));
+                        self.emit(&file, FileOutcome::Applied(change));
                     }
                 }
             }
@@ -653,7 +691,7 @@ impl Inner {
         })
     }
 
-    fn emit(&self, path: &Path, outcome: Outcome) {
+    fn emit(&self, path: &Path, outcome: FileOutcome) {
         // No subscriber is fine.
         let _ = self.events.send(ReloadEvent {
             file: path.to_owned(),
@@ -669,86 +707,5 @@ impl Inner {
             .iter()
             .map(|(f, s)| (f.clone(), s.stat))
             .collect()
-    }
-}
-
-/// Open the artifact cache `config` names for `runtime`'s engine and return
-/// a loader that uses it; without a cache (logged) if it cannot be used.
-pub fn loader_for(runtime: crate::runtime::Runtime, config: &ReloadConfig) -> Loader {
-    let loader = Loader::new(runtime);
-    let Some(root) = &config.cache_dir else {
-        return loader;
-    };
-    match ArtifactCache::open(root, loader.runtime().engine()) {
-        Ok(cache) => {
-            tracing::debug!(dir = %cache.dir().display(), "artifact cache");
-            loader.with_cache(cache)
-        }
-        Err(err) => {
-            tracing::warn!("{err:#}; compiling every plugin without a cache");
-            loader
-        }
-    }
-}
-
-/// Keep the queue's view of this host current after reloads: on each
-/// registry change, refresh the host's heartbeat with the keys it now serves
-/// (so the unknown-action rule and other hosts see it at once, not at the
-/// next periodic heartbeat) and send a `cairn_actions` notification, so that
-/// every worker — this host's included — claims rows that waited for an
-/// added or replaced action now rather than at its next poll.
-pub struct Announcer {
-    task: JoinHandle<()>,
-    stop: oneshot::Sender<()>,
-}
-
-impl Announcer {
-    /// Start announcing `reloader`'s changes for host `host_id`.
-    pub fn start(reloader: &Reloader, pool: sqlx::PgPool, host_id: String) -> Self {
-        let mut events = reloader.subscribe();
-        let registry = reloader.registry().clone();
-        let (stop, mut stopped) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            loop {
-                let keys = tokio::select! {
-                    _ = &mut stopped => return,
-                    event = events.recv() => match event {
-                        Ok(ReloadEvent { outcome: Outcome::Applied(change), .. }) if !change.is_empty() => {
-                            let mut keys = change.added;
-                            keys.extend(change.replaced);
-                            keys
-                        }
-                        Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(_)) => registry.names(),
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                };
-                let names = registry.names();
-                if let Err(err) = crate::queue::heartbeat(&pool, &host_id, &names).await {
-                    tracing::warn!(
-                        "heartbeat after a reload: {}",
-                        crate::sandbox::one_line(&err)
-                    );
-                }
-                if !keys.is_empty() {
-                    let notified = sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(crate::worker::ACTIONS_CHANNEL)
-                        .bind(keys.join(","))
-                        .execute(&pool)
-                        .await;
-                    if let Err(err) = notified {
-                        tracing::warn!("notifying workers after a reload: {err}");
-                    }
-                }
-            }
-        });
-        Announcer { task, stop }
-    }
-
-    /// Stop, waiting for an announcement in progress (so that it cannot
-    /// re-register a host that is deregistering).
-    pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
     }
 }

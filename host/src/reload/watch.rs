@@ -152,40 +152,59 @@ pub(super) async fn run(
     let mut rescan = tokio::time::interval_at(now + rescan_every, rescan_every);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // Once the watcher's channel closes, stop waiting on it (a closed
+    // channel would wake the loop at once, forever) and rely on rescans.
+    let mut watching = true;
     loop {
         let next_due = pending.values().map(|p| p.due).min();
         tokio::select! {
             _ = &mut stop => return,
-            event = watcher.events.recv() => {
-                let Some(event) = event else {
-                    tracing::error!(dir = %inner.dir.display(), "plugin directory watcher stopped; only rescans will notice changes");
-                    // Keep rescanning; never wake for events again.
-                    watcher.events = mpsc::unbounded_channel().1;
-                    continue;
-                };
-                note(&inner, &mut pending, event);
-                // Take everything already queued before sleeping again.
-                while let Ok(event) = watcher.events.try_recv() {
+            event = watcher.events.recv(), if watching => match event {
+                Some(event) => {
                     note(&inner, &mut pending, event);
-                }
-            }
-            _ = sleep_until(next_due), if next_due.is_some() => {
-                let now = Instant::now();
-                let mut due: Vec<(PathBuf, Arrival)> = pending
-                    .iter()
-                    .filter(|(_, p)| p.due <= now)
-                    .map(|(path, p)| (path.clone(), p.arrival))
-                    .collect();
-                due.sort_by(|a, b| a.0.cmp(&b.0));
-                for (path, arrival) in due {
-                    pending.remove(&path);
-                    if !inner.handle(&path, arrival).await {
-                        tracing::debug!(file = %path.display(), "plugin file still changing; waiting for it to settle");
-                        pending.insert(path, Pending { due: Instant::now() + config.quiet, arrival: Arrival::Written });
+                    // Take everything already queued before sleeping again.
+                    while let Ok(event) = watcher.events.try_recv() {
+                        note(&inner, &mut pending, event);
                     }
                 }
+                None => {
+                    tracing::error!(
+                        dir = %inner.dir.display(),
+                        "plugin directory watcher stopped; only rescans will notice changes"
+                    );
+                    watching = false;
+                }
+            },
+            _ = sleep_until(next_due), if next_due.is_some() => {
+                handle_due(&inner, &mut pending, config.quiet).await;
             }
             _ = rescan.tick() => rescan_dir(&inner, &mut pending).await,
+        }
+    }
+}
+
+/// Handle every pending path whose quiet period is over, in name order; a
+/// file still being written goes back to waiting for another `quiet`.
+async fn handle_due(inner: &Inner, pending: &mut HashMap<PathBuf, Pending>, quiet: Duration) {
+    let now = Instant::now();
+    let mut due: Vec<(PathBuf, Arrival)> = pending
+        .iter()
+        .filter(|(_, p)| p.due <= now)
+        .map(|(path, p)| (path.clone(), p.arrival))
+        .collect();
+    due.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, arrival) in due {
+        pending.remove(&path);
+        if !inner.handle(&path, arrival).await {
+            tracing::debug!(
+                file = %path.display(),
+                "plugin file still changing; waiting for it to settle"
+            );
+            let waiting = Pending {
+                due: Instant::now() + quiet,
+                arrival: Arrival::Written,
+            };
+            pending.insert(path, waiting);
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `cairn.toml`: which dependencies the operator grants to which plugin, and
+//! The operator's settings file, `cairn.toml`: which dependencies the operator grants to which plugin, and
 //! each plugin's settings (config values, secrets, kv namespace, allowed
 //! outbound hosts, memory cap, timeout).
 //!
@@ -7,7 +7,7 @@
 //! versions. The file is parsed once at startup with
 //! `#[serde(deny_unknown_fields)]`: a misspelt key is an error naming it,
 //! never silently ignored. Environment variables override the file (see
-//! [`HostConfig::apply_env`]); a malformed one is an error naming the
+//! [`Settings::apply_env`]); a malformed one is an error naming the
 //! variable.
 //!
 //! Failure modes: a missing file given explicitly, a parse error, an unknown
@@ -20,7 +20,6 @@
 //! they expose nothing outside the call itself (its own id, attempt and
 //! deadline; writing to the host's log with fields the guest cannot forge).
 
-use crate::deps;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -42,7 +41,7 @@ pub const ENV_PREFIX: &str = "CAIRN_PLUGIN_";
 /// The whole `cairn.toml`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HostConfig {
+pub struct Settings {
     /// Per-plugin settings, keyed by module.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginSettings>,
@@ -109,9 +108,11 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A timeout in the grammar shared with the guest SDKs: a unit is required
+/// and zero is refused (a zero budget would time out every call at once).
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
-    crate::cli::parse_duration(&text)
+    cairn_contract::parse_positive_duration(&text)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }
@@ -136,50 +137,59 @@ impl PluginSettings {
         self.kv_namespace.as_deref().unwrap_or(module)
     }
 
-    fn check(&self, module: &str) -> Result<()> {
+    fn check(&self, module: &str, grantable: &[&str]) -> Result<()> {
         for grant in &self.grants {
-            if deps::ALL.iter().all(|d| d.name != grant) {
-                let known: Vec<_> = deps::ALL.iter().map(|d| d.name).collect();
+            if !grantable.contains(&grant.as_str()) {
                 bail!(
                     "plugins.{module}.grants: unknown dependency `{grant}` (known: {})",
-                    known.join(", ")
+                    grantable.join(", ")
                 );
             }
         }
         if let Some(key) = self.config.keys().find(|k| self.secrets.contains_key(*k)) {
             bail!("plugins.{module}: `{key}` is both a config value and a secret");
         }
-        if self.memory_mib == Some(0) {
-            bail!("plugins.{module}.memory_mib must be at least 1");
+        match self.memory_mib {
+            Some(0) => bail!("plugins.{module}.memory_mib must be at least 1"),
+            Some(mib) if crate::limits::mib_to_bytes(mib).is_none() => {
+                bail!("plugins.{module}.memory_mib = {mib} is too large")
+            }
+            _ => {}
         }
         Ok(())
     }
 }
 
-impl HostConfig {
-    /// Parse `text` (the contents of `path`, used in messages) and check it.
+impl Settings {
+    /// Parse `text` (the contents of `path`, used in messages) and check it;
+    /// `grants` may name only `grantable` dependencies (pass
+    /// `cairn::deps::names()`: the settings are data and do not know the
+    /// dependencies themselves).
     ///
     /// # Errors
     /// A parse error or unknown key (named), an unknown grant, a bad value.
-    pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let config: HostConfig = toml::from_str(text).map_err(|e| {
+    pub fn parse(text: &str, path: &Path, grantable: &[&str]) -> Result<Self> {
+        let config: Settings = toml::from_str(text).map_err(|e| {
             anyhow!(
                 "{}: {}",
                 path.display(),
-                crate::sandbox::one_line(&e.message())
+                crate::error::one_line(&e.message())
             )
         })?;
-        config.check().with_context(|| path.display().to_string())?;
+        config
+            .check(grantable)
+            .with_context(|| path.display().to_string())?;
         Ok(config)
     }
 
     /// Read the config file: `explicit` (from `--config`/`CAIRN_CONFIG`),
     /// which must exist, or else `./cairn.toml` if it exists, or else an
-    /// empty config. Then apply the environment overrides.
+    /// empty config. Then apply the environment overrides. `grantable` as
+    /// for [`Settings::parse`].
     ///
     /// # Errors
-    /// As [`HostConfig::parse`]; a missing explicit file; a bad override.
-    pub fn load(explicit: Option<&Path>) -> Result<Self> {
+    /// As [`Settings::parse`]; a missing explicit file; a bad override.
+    pub fn load(explicit: Option<&Path>, grantable: &[&str]) -> Result<Self> {
         let path = match explicit {
             Some(p) => Some(p.to_owned()),
             None => Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.is_file()),
@@ -188,11 +198,11 @@ impl HostConfig {
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| anyhow!("config file `{}` cannot be read: {e}", path.display()))?;
-                Self::parse(&text, &path)?
+                Self::parse(&text, &path, grantable)?
             }
-            None => HostConfig::default(),
+            None => Settings::default(),
         };
-        config.apply_env(std::env::vars())?;
+        config.apply_env(std::env::vars(), grantable)?;
         Ok(config)
     }
 
@@ -205,9 +215,15 @@ impl HostConfig {
     /// * `CAIRN_PLUGIN_<MODULE>_KV_NAMESPACE`, `_MEMORY_MIB`, `_TIMEOUT`,
     ///   `_ALLOWED_HOSTS` (comma-separated) set those keys.
     ///
+    /// Then check the result, `grantable` as for [`Settings::parse`].
+    ///
     /// # Errors
     /// A `CAIRN_PLUGIN_*` variable that matches none of these, or a bad value.
-    pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<()> {
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+        grantable: &[&str],
+    ) -> Result<()> {
         for (name, value) in vars {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -215,7 +231,7 @@ impl HostConfig {
             self.apply_one(&name, rest, value)
                 .with_context(|| format!("environment variable {name}"))?;
         }
-        self.check()
+        self.check(grantable)
     }
 
     fn apply_one(&mut self, name: &str, rest: &str, value: String) -> Result<()> {
@@ -263,8 +279,10 @@ impl HostConfig {
                         )
                     }
                     "_TIMEOUT" => {
-                        s.timeout =
-                            Some(crate::cli::parse_duration(&value).map_err(|e| anyhow!(e))?)
+                        s.timeout = Some(
+                            cairn_contract::parse_positive_duration(&value)
+                                .map_err(|e| anyhow!(e))?,
+                        )
                     }
                     _ => s.allowed_hosts = list(&value),
                 }
@@ -287,9 +305,9 @@ impl HostConfig {
         self.plugins.entry(module).or_default()
     }
 
-    fn check(&self) -> Result<()> {
+    fn check(&self, grantable: &[&str]) -> Result<()> {
         for (module, settings) in &self.plugins {
-            settings.check(module)?;
+            settings.check(module, grantable)?;
         }
         Ok(())
     }
@@ -318,11 +336,17 @@ pub fn env_spelling(module: &str) -> String {
 mod tests {
     use super::*;
 
+    /// What the host grants.
+    fn grantable() -> Vec<&'static str> {
+        crate::deps::names()
+    }
+
     #[test]
     fn unknown_key_is_an_error_naming_it() {
-        let err = HostConfig::parse(
+        let err = Settings::parse(
             "[plugins.counter]\ngrants = [\"kv\"]\ngrant = [\"x\"]\n",
             Path::new("cairn.toml"),
+            &grantable(),
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("grant"), "{err:#}");
@@ -330,25 +354,76 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_and_env_overrides_apply() -> Result<()> {
-        let mut c = HostConfig::parse(
+        let mut c = Settings::parse(
             "[plugins.deps_cache]\n[plugins.deps_cache.secrets]\ntoken = \"s3cr3t\"\n",
             Path::new("cairn.toml"),
+            &grantable(),
         )?;
         assert!(!format!("{c:?}").contains("s3cr3t"));
-        c.apply_env([
-            ("CAIRN_PLUGIN_DEPS_CACHE_GRANTS".into(), "kv, config".into()),
-            ("CAIRN_PLUGIN_DEPS_CACHE_SECRET_API_KEY".into(), "k".into()),
-            ("CAIRN_PLUGIN_WEATHER_TIMEOUT".into(), "2s".into()),
-            ("CAIRN_PLUGINS".into(), "ignored".into()),
-        ])?;
+        c.apply_env(
+            [
+                ("CAIRN_PLUGIN_DEPS_CACHE_GRANTS".into(), "kv, config".into()),
+                ("CAIRN_PLUGIN_DEPS_CACHE_SECRET_API_KEY".into(), "k".into()),
+                ("CAIRN_PLUGIN_WEATHER_TIMEOUT".into(), "2s".into()),
+                ("CAIRN_PLUGINS".into(), "ignored".into()),
+            ],
+            &grantable(),
+        )?;
         let s = c.plugin("deps_cache");
         assert_eq!(s.grants, ["kv", "config"]);
         assert_eq!(s.get("api_key"), Some("k"));
         assert_eq!(s.get("token"), Some("s3cr3t"));
         assert_eq!(c.plugin("weather").timeout, Some(Duration::from_secs(2)));
         assert!(c
-            .apply_env([("CAIRN_PLUGIN_X_BOGUS".into(), "1".into())])
+            .apply_env([("CAIRN_PLUGIN_X_BOGUS".into(), "1".into())], &grantable())
             .is_err());
         Ok(())
+    }
+
+    #[test]
+    fn a_zero_timeout_is_refused_with_one_line_naming_the_file() {
+        let err = Settings::parse(
+            "[plugins.sleepy]\ntimeout = \"0s\"\n",
+            Path::new("cairn.toml"),
+            &grantable(),
+        )
+        .unwrap_err();
+        let line = crate::error::one_line(&err);
+        assert!(line.starts_with("cairn.toml: "), "{line}");
+        assert!(line.contains("greater than zero"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn a_timeout_without_a_unit_is_refused_from_the_file_and_the_environment() {
+        let err = Settings::parse(
+            "[plugins.sleepy]\ntimeout = \"500\"\n",
+            Path::new("cairn.toml"),
+            &grantable(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("has no unit"), "{err:#}");
+        let mut c = Settings::default();
+        let err = c
+            .apply_env(
+                [("CAIRN_PLUGIN_SLEEPY_TIMEOUT".into(), "0ms".into())],
+                &grantable(),
+            )
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("CAIRN_PLUGIN_SLEEPY_TIMEOUT"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_memory_cap_that_overflows_is_refused() {
+        let err = Settings::parse(
+            "[plugins.hog]\nmemory_mib = 17592186044416\n",
+            Path::new("cairn.toml"),
+            &grantable(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("too large"), "{err:#}");
     }
 }

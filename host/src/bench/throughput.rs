@@ -18,9 +18,12 @@
 //! finishing within its time limit is an error naming what happened. The
 //! child is always stopped (SIGTERM, then killed) when the bench ends.
 
+use super::ServeChild;
 use crate::db::Database;
-use crate::queue::{Client, EnqueueRequest, RESULTS_CHANNEL};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::key::ActionKey;
+use crate::queue::notify::RESULTS_CHANNEL;
+use crate::queue::{Client, EnqueueRequest};
+use anyhow::{anyhow, bail, Result};
 use sqlx::postgres::PgListener;
 use std::fmt;
 use std::path::PathBuf;
@@ -35,11 +38,11 @@ const TRICKLE_LIMIT: Duration = Duration::from_secs(30);
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct BenchOptions {
+pub struct Options {
     /// Plugin directory for the `cairn serve` child.
     pub plugins: PathBuf,
-    /// The no-op action, `module:name`.
-    pub action: String,
+    /// The no-op action.
+    pub action: ActionKey,
     /// Rows in the throughput phase.
     pub actions: usize,
     /// Single actions in the latency phase.
@@ -114,68 +117,26 @@ impl fmt::Display for Report {
 /// # Errors
 /// The child fails to start or exits early, an action fails, or a phase
 /// exceeds its time limit.
-pub async fn run(db: &Database, options: &BenchOptions) -> Result<Report> {
-    let (module, name) = options
-        .action
-        .split_once(':')
-        .ok_or_else(|| anyhow!("bench: `{}` is not MODULE:NAME", options.action))?;
-    let mut child = start_server(options)?;
-    let outcome = measure(db, options, module, name, &mut child).await;
-    stop_server(&mut child).await;
+pub async fn run(db: &Database, options: &Options) -> Result<Report> {
+    let no_env: [(&str, &str); 0] = [];
+    let mut child = ServeChild::start(
+        &options.plugins,
+        options.concurrency,
+        options.database_url.as_deref(),
+        no_env,
+    )?;
+    let outcome = measure(db, options, &mut child).await;
+    child.stop().await;
     outcome
 }
 
-fn start_server(options: &BenchOptions) -> Result<tokio::process::Child> {
-    let exe = std::env::current_exe().context("bench: locating the cairn binary")?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("serve")
-        .arg("--plugins")
-        .arg(&options.plugins)
-        .arg("--concurrency")
-        .arg(options.concurrency.to_string());
-    if let Some(url) = &options.database_url {
-        cmd.arg("--database-url").arg(url);
-    }
-    cmd.env(
-        "CAIRN_LOG",
-        std::env::var("CAIRN_LOG").unwrap_or_else(|_| "warn".into()),
-    )
-    .stdin(std::process::Stdio::null())
-    .kill_on_drop(true);
-    cmd.spawn().context("bench: starting `cairn serve`")
-}
-
-async fn stop_server(child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: sending a signal to our own child's pid has no memory-safety
-        // implications.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
-        }
-    }
-    if tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
-}
-
-async fn measure(
-    db: &Database,
-    options: &BenchOptions,
-    module: &str,
-    name: &str,
-    child: &mut tokio::process::Child,
-) -> Result<Report> {
+async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Result<Report> {
     let pool = db.pool();
-    let key = format!("{module}:{name}");
+    let key = options.action.to_string();
     // Wait for the child to register as a live host serving the action.
     let ready_by = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("bench: `cairn serve` exited early with {status}");
-        }
+        child.check_running()?;
         let serving: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM cairn.hosts WHERE $1 = ANY (actions))",
         )
@@ -196,7 +157,7 @@ async fn measure(
 
     // Phase 1: throughput.
     let client = Client::new(pool.clone());
-    let request = EnqueueRequest::new(module, name);
+    let request = EnqueueRequest::for_action(&options.action);
     let started = Instant::now();
     let mut ids: Vec<i64> = Vec::with_capacity(options.actions);
     let mut left = options.actions;
@@ -207,9 +168,7 @@ async fn measure(
     }
     let enqueue_time = started.elapsed();
     loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("bench: `cairn serve` exited during the run with {status}");
-        }
+        child.check_running()?;
         let (finished, failed): (i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE status IN ('succeeded', 'failed', 'cancelled')),
                     count(*) FILTER (WHERE status IN ('failed', 'cancelled'))

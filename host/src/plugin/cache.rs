@@ -26,9 +26,11 @@
 //! compiled code (about 1–3 MB per plugin); delete the directory at any time
 //! (not while a host starts) to reclaim space.
 
-use crate::plugin::Counters;
+use super::Counters;
+use crate::error::one_line;
+use crate::key::Digest;
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -74,7 +76,7 @@ impl ArtifactCache {
     }
 
     /// Where the artifact of the plugin with this digest lives.
-    pub fn entry(&self, digest: &str) -> PathBuf {
+    pub fn entry(&self, digest: &Digest) -> PathBuf {
         self.dir.join(format!("{digest}.{EXTENSION}"))
     }
 
@@ -87,7 +89,7 @@ impl ArtifactCache {
     pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
-        digest: &str,
+        digest: &Digest,
         bytes: &[u8],
         counters: &Counters,
     ) -> wasmtime::Result<Component> {
@@ -138,7 +140,7 @@ impl ArtifactCache {
         // named after the engine's compatibility hash; wasmtime itself checks
         // the header, version and configuration before using it.
         let component = unsafe { Component::deserialize_file(engine, path) }
-            .map_err(|e| anyhow::anyhow!("{}", crate::sandbox::one_line(&e)))?;
+            .map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
         Ok(Some(component))
     }
 
@@ -148,7 +150,7 @@ impl ArtifactCache {
         static N: AtomicU64 = AtomicU64::new(0);
         let bytes = component
             .serialize()
-            .map_err(|e| anyhow::anyhow!("serializing: {}", crate::sandbox::one_line(&e)))?;
+            .map_err(|e| anyhow::anyhow!("serializing: {}", one_line(&e)))?;
         let tmp = self.dir.join(format!(
             ".tmp-{}-{}-{}",
             std::process::id(),

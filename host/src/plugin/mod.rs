@@ -8,7 +8,8 @@
 //!    dependencies in [`crate::deps`]. Anything else is refused naming the
 //!    offending import;
 //! 3. **compile** with the shared engine, once (off the async executor) —
-//!    or, with a [`Loader`] that has an [`ArtifactCache`], load the artifact
+//!    or, with a [`Loader`] that has an [`ArtifactCache`] ([`cache`], beside
+//!    the loader because loading is on the data path), load the artifact
 //!    this host compiled earlier for the same digest and engine;
 //! 4. **describe**: link WASI (denying) and the imported dependencies
 //!    *inert* (no settings, no database, no allowed hosts: nothing to read,
@@ -24,18 +25,24 @@
 //! A bad file never affects other plugins: [`load_dir`] collects rejections
 //! next to the plugins that loaded.
 
+pub mod cache;
+
 use crate::bindings::{ActionInfo, PluginInfo, PluginWorldPre};
-use crate::config::HostConfig;
-use crate::deps::{self, PluginDeps};
-use crate::reload::cache::ArtifactCache;
-use crate::runtime::Runtime;
-use crate::sandbox::{self, HostState, Invocation};
-use sha2::{Digest, Sha256};
+use crate::deps;
+use crate::engine::Engine;
+use crate::error::one_line;
+use crate::key::Digest;
+use crate::sandbox::{self, Invocation};
+use crate::settings::Settings;
+use crate::store::HostState;
+use crate::store::PluginDeps;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use wasmtime::component::{Component, Linker};
+
+pub use cache::ArtifactCache;
 
 /// The cairn interface every plugin must export.
 pub const PLUGIN_EXPORT: &str = "cairn:plugin/plugin";
@@ -55,8 +62,8 @@ const WASI_PACKAGES: &[&str] = &[
 pub struct Plugin {
     /// The file it was loaded from.
     pub file: PathBuf,
-    /// Hex SHA-256 of the file's bytes: its identity for conflicts and caching.
-    pub digest: String,
+    /// SHA-256 of the file's bytes: its identity for conflicts and caching.
+    pub digest: Digest,
     /// The module its actions live in, as `describe` said.
     pub module: String,
     /// The actions it provides, as `describe` said.
@@ -89,11 +96,6 @@ impl Plugin {
         display_name(&self.file)
     }
 
-    /// The digest shortened for display.
-    pub fn short_digest(&self) -> &str {
-        &self.digest[..12]
-    }
-
     /// The `cairn:plugin` dependencies this plugin imports, by short name.
     pub fn dependencies(&self) -> Vec<&'static str> {
         let mut names: Vec<&'static str> = Vec::new();
@@ -116,19 +118,30 @@ impl Plugin {
     }
 
     /// Run one action in a fresh sandboxed instance. See [`crate::sandbox`].
+    ///
+    /// # Errors
+    /// A [`sandbox::Failure`] (with its error payload) for every way the call
+    /// can fail.
     pub async fn invoke(
         &self,
-        runtime: &Runtime,
+        engine: &Engine,
         action: &str,
         args: Vec<u8>,
         invocation: &Invocation,
     ) -> Result<Vec<u8>, sandbox::Failure> {
+        let declared = self
+            .actions
+            .iter()
+            .find(|a| a.name == action)
+            .and_then(|a| a.timeout_ms)
+            .map(std::time::Duration::from_millis);
         sandbox::invoke(
-            runtime,
+            engine,
             &self.pre,
             &self.deps,
             &self.module,
             action,
+            declared,
             args,
             invocation,
         )
@@ -138,7 +151,7 @@ impl Plugin {
 
 /// The phase of loading that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum LoadPhase {
     /// Reading the file.
     Read,
     /// Checking the bytes, exports and imports.
@@ -153,15 +166,15 @@ pub enum Phase {
     Register,
 }
 
-impl fmt::Display for Phase {
+impl fmt::Display for LoadPhase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Phase::Read => "read",
-            Phase::Validate => "validate",
-            Phase::Compile => "compile",
-            Phase::Link => "link",
-            Phase::Describe => "describe",
-            Phase::Register => "register",
+            LoadPhase::Read => "read",
+            LoadPhase::Validate => "validate",
+            LoadPhase::Compile => "compile",
+            LoadPhase::Link => "link",
+            LoadPhase::Describe => "describe",
+            LoadPhase::Register => "register",
         })
     }
 }
@@ -172,13 +185,13 @@ pub struct LoadError {
     /// The file.
     pub file: PathBuf,
     /// Where loading stopped.
-    pub phase: Phase,
+    pub phase: LoadPhase,
     /// Why, in one line.
     pub message: String,
 }
 
 impl LoadError {
-    pub(crate) fn new(file: &Path, phase: Phase, message: impl Into<String>) -> Self {
+    pub(crate) fn new(file: &Path, phase: LoadPhase, message: impl Into<String>) -> Self {
         LoadError {
             file: file.to_owned(),
             phase,
@@ -206,20 +219,16 @@ impl std::error::Error for LoadError {}
 ///
 /// # Errors
 /// A [`LoadError`] naming the file, the phase and the reason.
-pub async fn load_file(runtime: &Runtime, path: &Path) -> Result<Plugin, LoadError> {
-    Loader::new(runtime.clone()).load_file(path).await
+pub async fn load_file(engine: &Engine, path: &Path) -> Result<Plugin, LoadError> {
+    Loader::new(engine.clone()).load_file(path).await
 }
 
 /// Load a plugin from bytes; `path` is used for messages and listings.
 ///
 /// # Errors
 /// As [`load_file`].
-pub async fn load_bytes(
-    runtime: &Runtime,
-    path: &Path,
-    bytes: Vec<u8>,
-) -> Result<Plugin, LoadError> {
-    Loader::new(runtime.clone()).load_bytes(path, bytes).await
+pub async fn load_bytes(engine: &Engine, path: &Path, bytes: Vec<u8>) -> Result<Plugin, LoadError> {
+    Loader::new(engine.clone()).load_bytes(path, bytes).await
 }
 
 /// How many times a [`Loader`] compiled, and how its cache did. Tests and
@@ -242,7 +251,7 @@ pub(crate) struct Counters {
     pub(crate) cache_discarded: AtomicU64,
 }
 
-/// Loads plugins on one runtime, optionally through an on-disk
+/// Loads plugins on one engine, optionally through an on-disk
 /// [`ArtifactCache`], and counts compilations. Cheap to clone (clones share
 /// the cache and the counters). `cairn serve` uses one with a cache so a
 /// restart (or a reload of a version it has seen) does not compile again;
@@ -250,10 +259,10 @@ pub(crate) struct Counters {
 /// without, for one-shot commands.
 #[derive(Clone)]
 pub struct Loader {
-    runtime: Runtime,
+    engine: Engine,
     cache: Option<Arc<ArtifactCache>>,
     counters: Arc<Counters>,
-    config: Arc<HostConfig>,
+    settings: Arc<Settings>,
     pool: Option<sqlx::PgPool>,
 }
 
@@ -268,20 +277,20 @@ impl fmt::Debug for Loader {
 
 impl Loader {
     /// A loader that always compiles.
-    pub fn new(runtime: Runtime) -> Self {
+    pub fn new(engine: Engine) -> Self {
         Loader {
-            runtime,
+            engine,
             cache: None,
             counters: Arc::default(),
-            config: Arc::default(),
+            settings: Arc::default(),
             pool: None,
         }
     }
 
     /// The same loader, granting dependencies and applying per-plugin
-    /// settings from `config` (without it: only `log` and `context`).
-    pub fn with_config(mut self, config: Arc<HostConfig>) -> Self {
-        self.config = config;
+    /// settings from `settings` (without it: only `log` and `context`).
+    pub fn with_settings(mut self, settings: Arc<Settings>) -> Self {
+        self.settings = settings;
         self
     }
 
@@ -293,15 +302,35 @@ impl Loader {
     }
 
     /// The same loader, loading and storing compiled artifacts in `cache`
-    /// (which must have been opened for this runtime's engine).
+    /// (which must have been opened for this engine).
     pub fn with_cache(mut self, cache: ArtifactCache) -> Self {
         self.cache = Some(Arc::new(cache));
         self
     }
 
-    /// The runtime plugins are compiled for.
-    pub fn runtime(&self) -> &Runtime {
-        &self.runtime
+    /// The same loader with the artifact cache under `root` (`None`: none),
+    /// opened for this engine. A cache that cannot be used (see
+    /// [`ArtifactCache::open`]) is logged and the loader compiles without
+    /// one: a slower start, never a refusal to start.
+    pub fn with_cache_dir(self, root: Option<&Path>) -> Self {
+        let Some(root) = root else {
+            return self;
+        };
+        match ArtifactCache::open(root, self.engine.wasmtime()) {
+            Ok(cache) => {
+                tracing::debug!(dir = %cache.dir().display(), "artifact cache");
+                self.with_cache(cache)
+            }
+            Err(err) => {
+                tracing::warn!("{err:#}; compiling every plugin without a cache");
+                self
+            }
+        }
+    }
+
+    /// The engine plugins are compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The artifact cache, if any.
@@ -325,7 +354,7 @@ impl Loader {
     pub async fn load_file(&self, path: &Path) -> Result<Plugin, LoadError> {
         let bytes = tokio::fs::read(path)
             .await
-            .map_err(|e| LoadError::new(path, Phase::Read, e.to_string()))?;
+            .map_err(|e| LoadError::new(path, LoadPhase::Read, e.to_string()))?;
         self.load_bytes(path, bytes).await
     }
 
@@ -334,27 +363,26 @@ impl Loader {
     /// # Errors
     /// As [`Loader::load_file`].
     pub async fn load_bytes(&self, path: &Path, bytes: Vec<u8>) -> Result<Plugin, LoadError> {
-        let runtime = &self.runtime;
-        let digest = hex::encode(Sha256::digest(&bytes));
-        check_header(&bytes).map_err(|m| LoadError::new(path, Phase::Validate, m))?;
+        let engine = &self.engine;
+        let digest = Digest::of(&bytes);
+        check_header(&bytes).map_err(|m| LoadError::new(path, LoadPhase::Validate, m))?;
 
-        let engine = runtime.engine().clone();
+        let wasmtime = engine.wasmtime().clone();
         let cache = self.cache.clone();
         let counters = self.counters.clone();
-        let key = digest.clone();
         let component = tokio::task::spawn_blocking(move || match cache {
-            Some(cache) => cache.load_or_compile(&engine, &key, &bytes, &counters),
+            Some(cache) => cache.load_or_compile(&wasmtime, &digest, &bytes, &counters),
             None => {
                 counters.compiled.fetch_add(1, Ordering::Relaxed);
-                Component::new(&engine, &bytes)
+                Component::new(&wasmtime, &bytes)
             }
         })
         .await
-        .map_err(|e| LoadError::new(path, Phase::Compile, e.to_string()))?
-        .map_err(|e| LoadError::new(path, Phase::Compile, sandbox::one_line(&e)))?;
+        .map_err(|e| LoadError::new(path, LoadPhase::Compile, e.to_string()))?
+        .map_err(|e| LoadError::new(path, LoadPhase::Compile, one_line(&e)))?;
 
-        let imports = check_imports_exports(runtime, &component)
-            .map_err(|m| LoadError::new(path, Phase::Validate, m))?;
+        let imports = check_imports_exports(engine, &component)
+            .map_err(|m| LoadError::new(path, LoadPhase::Validate, m))?;
 
         // Describe before the grant check (grants are keyed by the module,
         // which only `describe` reveals), with every imported dependency
@@ -363,21 +391,20 @@ impl Loader {
         // and `enqueue` fail and `http` is denied. (Trap stubs would do too,
         // but wasmtime's `define_unknown_imports_as_traps` shadows
         // semver-matched WASI imports with new resource types.)
-        let link_err =
-            |e: wasmtime::Error| LoadError::new(path, Phase::Link, sandbox::one_line(&e));
-        let pre = base_linker(runtime, path, &imports, |_| true)?
+        let link_err = |e: wasmtime::Error| LoadError::new(path, LoadPhase::Link, one_line(&e));
+        let pre = base_linker(engine, path, &imports, |_| true)?
             .instantiate_pre(&component)
             .and_then(PluginWorldPre::new)
             .map_err(link_err)?;
-        let info = describe(runtime, &pre, path).await?;
+        let info = describe(engine, &pre, path).await?;
 
-        let settings = self.config.plugin(&info.module);
+        let settings = self.settings.plugin(&info.module);
         for import in &imports {
             if let Some(dep) = deps::find(import) {
                 if !settings.grants(dep.name) {
                     return Err(LoadError::new(
                         path,
-                        Phase::Link,
+                        LoadPhase::Link,
                         format!(
                             "plugin `{module}` ({file}) imports `{interface}`, which is not granted: add \"{name}\" to plugins.{module}.grants in cairn.toml",
                             module = info.module,
@@ -389,12 +416,13 @@ impl Loader {
                 }
             }
         }
-        let linker = base_linker(runtime, path, &imports, |d| settings.grants(d))?;
+        let linker = base_linker(engine, path, &imports, |d| settings.grants(d))?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(PluginWorldPre::new)
             .map_err(link_err)?;
         let deps = Arc::new(PluginDeps {
+            module: info.module.clone(),
             settings,
             pool: self.pool.clone(),
         });
@@ -429,14 +457,14 @@ impl Loader {
 /// A linker with WASI (denying) and every dependency in `imports` that
 /// `granted` allows.
 fn base_linker(
-    runtime: &Runtime,
+    engine: &Engine,
     path: &Path,
     imports: &[String],
     granted: impl Fn(&str) -> bool,
 ) -> Result<Linker<HostState>, LoadError> {
-    let mut linker: Linker<HostState> = Linker::new(runtime.engine());
+    let mut linker: Linker<HostState> = Linker::new(engine.wasmtime());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-        .map_err(|e| LoadError::new(path, Phase::Link, sandbox::one_line(&e)))?;
+        .map_err(|e| LoadError::new(path, LoadPhase::Link, one_line(&e)))?;
     let mut linked: Vec<&str> = Vec::new();
     for import in imports {
         if let Some(dep) = deps::find(import).filter(|d| granted(d.name)) {
@@ -447,8 +475,8 @@ fn base_linker(
             (dep.add_to_linker)(&mut linker).map_err(|e| {
                 LoadError::new(
                     path,
-                    Phase::Link,
-                    format!("linking `{}`: {}", dep.name, sandbox::one_line(&e)),
+                    LoadPhase::Link,
+                    format!("linking `{}`: {}", dep.name, one_line(&e)),
                 )
             })?;
         }
@@ -471,8 +499,8 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Check the component's exports and imports; return the import names.
-fn check_imports_exports(runtime: &Runtime, component: &Component) -> Result<Vec<String>, String> {
-    let engine = runtime.engine();
+fn check_imports_exports(engine: &Engine, component: &Component) -> Result<Vec<String>, String> {
+    let engine = engine.wasmtime();
     let ty = component.component_type();
     let exports_plugin = ty
         .exports(engine)
@@ -507,44 +535,29 @@ fn version_ok(name: &str) -> bool {
 }
 
 async fn describe(
-    runtime: &Runtime,
+    engine: &Engine,
     pre: &PluginWorldPre<HostState>,
     path: &Path,
 ) -> Result<PluginInfo, LoadError> {
-    let invocation = Invocation {
-        action_id: "describe".into(),
-        attempt: 1,
-        timeout: runtime.limits().describe_timeout,
-    };
     let module_hint = display_name(path);
-    let info = sandbox::describe(runtime, pre, &module_hint, &invocation)
+    let info = sandbox::describe(engine, pre, &module_hint)
         .await
-        .map_err(|f| LoadError::new(path, Phase::Describe, f.to_string()))?;
+        .map_err(|f| LoadError::new(path, LoadPhase::Describe, f.to_string()))?;
 
-    let bad = |m: String| Err(LoadError::new(path, Phase::Describe, m));
-    if !valid_name(&info.module) {
-        return bad(format!(
-            "module name {:?} is empty or contains `:` or whitespace",
-            info.module
-        ));
+    let bad = |m: String| Err(LoadError::new(path, LoadPhase::Describe, m));
+    if let Err(e) = cairn_contract::check_name("module", &info.module) {
+        return bad(e.to_string());
     }
     let mut seen = std::collections::BTreeSet::new();
     for action in &info.actions {
-        if !valid_name(&action.name) {
-            return bad(format!(
-                "action name {:?} is empty or contains `:` or whitespace",
-                action.name
-            ));
+        if let Err(e) = cairn_contract::check_name("action", &action.name) {
+            return bad(e.to_string());
         }
         if !seen.insert(action.name.as_str()) {
             return bad(format!("action `{}` is declared twice", action.name));
         }
     }
     Ok(info)
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains(':') && !name.chars().any(char::is_whitespace)
 }
 
 pub(crate) fn display_name(path: &Path) -> String {
@@ -568,8 +581,8 @@ pub struct DirLoad {
 /// # Errors
 /// Only when the directory itself cannot be read; bad files end up in
 /// [`DirLoad::rejected`].
-pub async fn load_dir(runtime: &Runtime, dir: &Path) -> anyhow::Result<DirLoad> {
-    Loader::new(runtime.clone()).load_dir(dir).await
+pub async fn load_dir(engine: &Engine, dir: &Path) -> anyhow::Result<DirLoad> {
+    Loader::new(engine.clone()).load_dir(dir).await
 }
 
 /// Whether `path` names a plugin file: `*.wasm`. The loader and the reload

@@ -23,14 +23,16 @@
 //! child is always stopped (SIGTERM, then killed) and the work directory
 //! (under the state directory) removed.
 
-use super::{Outcome, ReloadConfig, ReloadEvent, Reloader};
+use super::ServeChild;
 use crate::db::Database;
+use crate::engine::Engine;
+use crate::key::Digest;
 use crate::limits::Limits;
+use crate::plugin::Loader;
 use crate::queue::{ActionStatus, Client, EnqueueRequest};
 use crate::registry::Registry;
-use crate::runtime::Runtime;
+use crate::reload::{FileOutcome, ReloadConfig, ReloadEvent, Reloader};
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,7 +86,7 @@ pub fn with_version(template: &[u8], version: u32) -> Result<Vec<u8>> {
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct BenchOptions {
+pub struct Options {
     /// The `versioned` example plugin (`versioned.wasm`).
     pub plugin: PathBuf,
     /// Cold landings per phase (as many warm ones follow).
@@ -97,7 +99,7 @@ pub struct BenchOptions {
 
 /// Landing → serving times of one phase.
 #[derive(Debug, Clone, Default)]
-pub struct Phase {
+pub struct Landings {
     /// Versions never seen before (compiled).
     pub cold: Vec<Duration>,
     /// Versions in the artifact cache.
@@ -108,11 +110,11 @@ pub struct Phase {
 #[derive(Debug, Clone)]
 pub struct Report {
     /// Rename → registry swapped, in process.
-    pub swap: Phase,
+    pub swap: Landings,
     /// Compilations during the warm landings of the swap phase (0 expected).
     pub warm_compilations: u64,
     /// Rename → first action returning the new version, via `cairn serve`.
-    pub serving: Phase,
+    pub serving: Landings,
     /// The plugin's size.
     pub plugin_bytes: usize,
 }
@@ -161,7 +163,7 @@ impl fmt::Display for Report {
 /// # Errors
 /// The plugin is not the `versioned` example, a landing does not serve
 /// within [`ROUND_LIMIT`], the child fails, or an action fails.
-pub async fn run(db: &Database, options: &BenchOptions) -> Result<Report> {
+pub async fn run(db: &Database, options: &Options) -> Result<Report> {
     let template = std::fs::read(&options.plugin).with_context(|| {
         format!(
             "bench-reload: reading `{}` (build examples/plugins and pass --plugin .../versioned.wasm)",
@@ -178,12 +180,7 @@ pub async fn run(db: &Database, options: &BenchOptions) -> Result<Report> {
     outcome
 }
 
-async fn measure(
-    db: &Database,
-    options: &BenchOptions,
-    template: &[u8],
-    work: &Path,
-) -> Result<Report> {
+async fn measure(db: &Database, options: &Options, template: &[u8], work: &Path) -> Result<Report> {
     let rounds = options.rounds.max(1) as u32;
     let (swap, warm_compilations) = swap_phase(template, work, rounds).await?;
     let serving = serving_phase(db, options, template, work, rounds).await?;
@@ -230,35 +227,36 @@ fn dirs(work: &Path, phase: &str) -> Result<(PathBuf, PathBuf, PathBuf)> {
     Ok((plugins, staging, cache))
 }
 
-async fn swap_phase(template: &[u8], work: &Path, rounds: u32) -> Result<(Phase, u64)> {
+async fn swap_phase(template: &[u8], work: &Path, rounds: u32) -> Result<(Landings, u64)> {
     let (plugins, staging, cache) = dirs(work, "swap")?;
     std::fs::write(plugins.join("versioned.wasm"), with_version(template, 1)?)?;
     let mut config = ReloadConfig::from_env(work)?;
     config.cache_dir = Some(cache);
     config.watch = true;
-    let loader = super::loader_for(Runtime::new(Limits::from_env()?)?, &config);
+    let loader =
+        Loader::new(Engine::new(Limits::from_env()?)?).with_cache_dir(config.cache_dir.as_deref());
     ensure!(
         loader.cache().is_some(),
         "bench-reload: the artifact cache did not open"
     );
     let reloader = Reloader::start(loader, Arc::new(Registry::new()), &plugins, config).await?;
     let mut events = reloader.subscribe();
-    let mut phase = Phase::default();
+    let mut phase = Landings::default();
     let mut warm_compilations = 0;
     for warm in [false, true] {
         let before = reloader.loader().counts().compiled;
         for round in 1..=rounds {
             let bytes = with_version(template, 1000 + round)?;
-            let digest = hex::encode(Sha256::digest(&bytes));
+            let digest = Digest::of(&bytes);
             let took = land(&bytes, &staging, &plugins, || async {
                 loop {
                     match events.recv().await? {
                         ReloadEvent {
-                            outcome: Outcome::Applied(change),
+                            outcome: FileOutcome::Applied(change),
                             ..
-                        } if change.new_digest.as_deref() == Some(digest.as_str()) => return Ok(()),
+                        } if change.new_digest == Some(digest) => return Ok(()),
                         ReloadEvent {
-                            outcome: Outcome::Rejected { error, .. },
+                            outcome: FileOutcome::Rejected { error, .. },
                             ..
                         } => bail!("{error}"),
                         _ => {}
@@ -284,21 +282,26 @@ async fn swap_phase(template: &[u8], work: &Path, rounds: u32) -> Result<(Phase,
 
 async fn serving_phase(
     db: &Database,
-    options: &BenchOptions,
+    options: &Options,
     template: &[u8],
     work: &Path,
     rounds: u32,
-) -> Result<Phase> {
+) -> Result<Landings> {
     let (plugins, staging, cache) = dirs(work, "serve")?;
     std::fs::write(plugins.join("versioned.wasm"), with_version(template, 1)?)?;
-    let mut child = start_server(options, &plugins, &cache)?;
+    let mut child = ServeChild::start(
+        &plugins,
+        4,
+        options.database_url.as_deref(),
+        [("CAIRN_CACHE_DIR", &cache)],
+    )?;
     let client = Client::new(db.pool().clone());
     let outcome = async {
         // Startup: the child connects, loads and registers.
         probe_until(&client, 1, Duration::from_secs(120), &mut child)
             .await
             .context("serving phase: waiting for `cairn serve` to start")?;
-        let mut phase = Phase::default();
+        let mut phase = Landings::default();
         for warm in [false, true] {
             for round in 1..=rounds {
                 let version = 2000 + round;
@@ -319,7 +322,7 @@ async fn serving_phase(
         Ok(phase)
     }
     .await;
-    stop_server(&mut child).await;
+    child.stop().await;
     outcome
 }
 
@@ -329,13 +332,11 @@ async fn probe_until(
     client: &Client,
     version: u32,
     limit: Duration,
-    child: &mut tokio::process::Child,
+    child: &mut ServeChild,
 ) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("`cairn serve` exited early ({status})");
-        }
+        child.check_running()?;
         ensure!(
             Instant::now() < deadline,
             "version {version} not serving after {limit:?}"
@@ -367,46 +368,6 @@ pub fn result_version(payload: &[u8]) -> Result<u32> {
         .as_u64()
         .and_then(|v| u32::try_from(v).ok())
         .ok_or_else(|| anyhow!("result is not a version number: {json}"))
-}
-
-fn start_server(
-    options: &BenchOptions,
-    plugins: &Path,
-    cache: &Path,
-) -> Result<tokio::process::Child> {
-    let exe = std::env::current_exe().context("bench-reload: locating the cairn binary")?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("serve")
-        .arg("--plugins")
-        .arg(plugins)
-        .arg("--concurrency")
-        .arg("4");
-    if let Some(url) = &options.database_url {
-        cmd.arg("--database-url").arg(url);
-    }
-    cmd.env("CAIRN_CACHE_DIR", cache)
-        .env(
-            "CAIRN_LOG",
-            std::env::var("CAIRN_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    cmd.spawn().context("bench-reload: starting `cairn serve`")
-}
-
-async fn stop_server(child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: signalling our own child's pid has no memory-safety
-        // preconditions.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        if tokio::time::timeout(Duration::from_secs(15), child.wait())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-    }
-    let _ = child.kill().await;
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {

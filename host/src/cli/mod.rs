@@ -1,0 +1,393 @@
+//! The `cairn` command line.
+//!
+//! Every failure is one line on stderr (`error: ...`) and a non-zero exit:
+//! 1 for a failed command or action, 2 for a usage error (clap's, which
+//! includes a malformed action key or duration). Never a panic or a
+//! backtrace. Logs (including guest output and `log` records) go to stderr;
+//! command results go to stdout as JSON.
+//!
+//! This module parses and dispatches; each command is a few lines calling
+//! the library: `serve` is [`crate::serve::Host`], `plugins` and `invoke`
+//! load through [`crate::serve::load_plugins`] ([`plugins`]), the queue
+//! commands use [`crate::queue::Client`] ([`queue`]), the benchmarks are in
+//! [`crate::bench`].
+
+mod plugins;
+mod queue;
+
+use crate::db::{Database, DbConfig};
+use crate::error::one_line;
+use crate::key::ActionKey;
+use crate::limits::Limits;
+use crate::reload::ReloadConfig;
+use crate::serve::{Host, ServeOptions};
+use crate::settings::Settings;
+use crate::worker::WorkerConfig;
+use anyhow::Result;
+use cairn_contract::{parse_duration, parse_positive_duration};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs durable actions as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about)]
+pub struct Cli {
+    /// The grants and per-plugin settings file (see docs/dependencies.md).
+    /// Without it, `./cairn.toml` if it exists; otherwise only `log` and
+    /// `context` are granted.
+    #[arg(long, global = true, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List every action (module:name) with its file, digest and imports,
+    /// and every plugin file that was rejected, with the reason.
+    Plugins {
+        /// The plugin directory.
+        #[arg(long, env = "CAIRN_PLUGINS", default_value = "plugins")]
+        plugins: PathBuf,
+    },
+    /// Run one action in the sandbox, without a database, and print its
+    /// result or error payload as JSON.
+    Invoke {
+        /// The action, as MODULE:NAME.
+        action: ActionKey,
+        /// Keyword arguments as a JSON object.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// The plugin directory.
+        #[arg(long, env = "CAIRN_PLUGINS", default_value = "plugins")]
+        plugins: PathBuf,
+        /// Attempt number the action sees through `context` (for testing
+        /// retry behaviour by hand).
+        #[arg(long, default_value_t = 1)]
+        attempt: u32,
+        /// Override the action's timeout, e.g. `500ms`, `10s` (the
+        /// plugin's `timeout` in cairn.toml still caps it).
+        #[arg(long, value_parser = parse_positive_duration)]
+        timeout: Option<Duration>,
+    },
+    /// Run the host: serve the plugin directory's actions from the queue
+    /// until SIGINT/SIGTERM, then shut down gracefully.
+    Serve {
+        /// The plugin directory.
+        #[arg(long, env = "CAIRN_PLUGINS", default_value = "plugins")]
+        plugins: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+        /// Actions running at once on this host.
+        #[arg(long, env = "CAIRN_CONCURRENCY", default_value_t = WorkerConfig::default().concurrency)]
+        concurrency: usize,
+        /// On shutdown, how long running actions may take to finish before
+        /// they are requeued.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        shutdown_grace: Duration,
+        /// How long a claimed row stays owned without renewal; another host
+        /// rescues it after that (renewed every third of it).
+        #[arg(long, value_parser = parse_positive_duration, default_value = "30s")]
+        lease: Duration,
+        /// Fail due rows whose action no live host serves after this long.
+        #[arg(long, value_parser = parse_positive_duration, default_value = "5m")]
+        unknown_after: Duration,
+        /// Load the plugin directory once; do not watch it for added,
+        /// replaced or removed files (see docs/reload.md).
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Enqueue one action and print its id (with --wait, also its result).
+    Enqueue {
+        /// The action, as MODULE:NAME.
+        action: ActionKey,
+        /// Keyword arguments as a JSON object.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// Run no sooner than this from now, e.g. `30s`.
+        #[arg(long, value_parser = parse_duration)]
+        delay: Option<Duration>,
+        /// Lower runs first.
+        #[arg(long, allow_hyphen_values = true)]
+        priority: Option<i32>,
+        /// Total attempts, overriding the action's retry policy.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// At most one live row per key; enqueueing it again returns the
+        /// existing row's id.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Per-attempt timeout, overriding the action's.
+        #[arg(long, value_parser = parse_positive_duration)]
+        timeout: Option<Duration>,
+        /// Wait for the result and print it.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, value_parser = parse_positive_duration, default_value = "60s")]
+        wait_timeout: Duration,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Print an action's status and its decoded result or error as JSON.
+    Result {
+        /// The action's id.
+        id: i64,
+        /// Wait until it is finished.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, value_parser = parse_positive_duration, default_value = "60s")]
+        wait_timeout: Duration,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Apply the schema migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Measure hot reload: the time from a plugin file landing in the
+    /// watched directory to its new version serving, cold and from the
+    /// artifact cache (see docs/benchmarks.md).
+    BenchReload {
+        /// The `versioned` example plugin (built by
+        /// `cargo build --target wasm32-wasip2 --release` in examples/plugins).
+        #[arg(
+            long,
+            default_value = "examples/plugins/target/wasm32-wasip2/release/versioned.wasm"
+        )]
+        plugin: PathBuf,
+        /// Cold landings per phase (as many warm ones follow).
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Measure throughput and latency: a `cairn serve` child runs a no-op
+    /// action while this process enqueues (see docs/benchmarks.md).
+    Bench {
+        /// Plugin directory holding the benchmark action's plugin.
+        #[arg(long, env = "CAIRN_PLUGINS", default_value = "plugins")]
+        plugins: PathBuf,
+        /// The no-op action to run.
+        #[arg(long, default_value = "noop:noop")]
+        action: ActionKey,
+        /// Rows for the throughput phase.
+        #[arg(long, default_value_t = 50_000)]
+        actions: usize,
+        /// Single actions for the latency phase, one at a time.
+        #[arg(long, default_value_t = 500)]
+        trickle: usize,
+        /// The server's concurrency.
+        #[arg(long, default_value_t = WorkerConfig::default().concurrency)]
+        concurrency: usize,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Where the database is (everything else comes from `CAIRN_*` variables,
+/// see [`DbConfig`]).
+#[derive(Debug, clap::Args)]
+struct DbArgs {
+    /// PostgreSQL URL. Without it, cairn runs a private PostgreSQL under
+    /// `CAIRN_STATE_DIR` (default `./.cairn`).
+    #[arg(long, env = "CAIRN_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl DbArgs {
+    async fn connect(self) -> Result<Database> {
+        let mut config = DbConfig::from_env()?;
+        if self.database_url.is_some() {
+            config.url = self.database_url;
+        }
+        Database::connect(config).await
+    }
+}
+
+/// Entry point for the binary: parse, run, report. Returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let executor = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(executor) => executor,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match executor.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(true)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let settings = || -> Result<Arc<Settings>> {
+        let grantable = crate::deps::names();
+        Ok(Arc::new(Settings::load(cli.config.as_deref(), &grantable)?))
+    };
+    match cli.command {
+        Command::Plugins { plugins } => plugins::list(&plugins, settings()?).await,
+        Command::Invoke {
+            action,
+            args,
+            plugins,
+            attempt,
+            timeout,
+        } => plugins::invoke(&action, &args, &plugins, settings()?, attempt, timeout).await,
+        Command::Serve {
+            plugins,
+            db,
+            concurrency,
+            shutdown_grace,
+            lease,
+            unknown_after,
+            no_watch,
+        } => {
+            let options = ServeOptions {
+                settings: settings()?,
+                limits: Limits::from_env()?,
+                reload: ReloadConfig {
+                    watch: !no_watch,
+                    ..ReloadConfig::from_env(&DbConfig::from_env()?.state_dir)?
+                },
+                worker: WorkerConfig {
+                    concurrency,
+                    shutdown_grace,
+                    unknown_after,
+                    lease,
+                    renew_every: lease / 3,
+                    ..WorkerConfig::default()
+                },
+                ..ServeOptions::new(plugins)
+            };
+            let db = db.connect().await?;
+            let host = Host::start(options, db.pool().clone()).await?;
+            host.run(shutdown_signal()).await?;
+            db.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Enqueue {
+            action,
+            args,
+            delay,
+            priority,
+            max_attempts,
+            idempotency_key,
+            timeout,
+            wait,
+            wait_timeout,
+            db,
+        } => {
+            let mut request =
+                crate::queue::EnqueueRequest::for_action(&action).args(&queue::parse_args(&args)?);
+            request.delay = delay;
+            request.max_attempts = max_attempts;
+            request.idempotency_key = idempotency_key;
+            request.timeout = timeout;
+            if let Some(priority) = priority {
+                request.priority = priority;
+            }
+            let db = db.connect().await?;
+            let code = queue::enqueue(&db, &request, wait.then_some(wait_timeout)).await;
+            db.close().await;
+            code
+        }
+        Command::Result {
+            id,
+            wait,
+            wait_timeout,
+            db,
+        } => {
+            let db = db.connect().await?;
+            let code = queue::result(&db, id, wait.then_some(wait_timeout)).await;
+            db.close().await;
+            code
+        }
+        Command::Migrate { db } => {
+            let db = db.connect().await?;
+            println!("migrations applied");
+            db.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchReload { plugin, rounds, db } => {
+            let options = crate::bench::reload::Options {
+                plugin,
+                rounds,
+                state_dir: DbConfig::from_env()?.state_dir,
+                database_url: db.database_url.clone(),
+            };
+            let db = db.connect().await?;
+            let report = crate::bench::reload::run(&db, &options).await;
+            db.close().await;
+            println!("{}", report?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            plugins,
+            action,
+            actions,
+            trickle,
+            concurrency,
+            db,
+        } => {
+            let options = crate::bench::throughput::Options {
+                plugins,
+                action,
+                actions,
+                trickle,
+                concurrency,
+                database_url: db.database_url.clone(),
+            };
+            let db = db.connect().await?;
+            let report = crate::bench::throughput::run(&db, &options).await;
+            db.close().await;
+            println!("{}", report?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(err) => {
+            tracing::warn!("cannot listen for SIGTERM ({err}); only SIGINT stops the host");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,52 @@
+//! The queue's two notification channels, and the one way the host sends on
+//! them.
+//!
+//! PostgreSQL `NOTIFY` is how the queue wakes its users without polling hard:
+//!
+//! * [`ACTIONS_CHANNEL`] (`cairn_actions`): rows became claimable. The
+//!   triggers in `migrations/` send it when rows are inserted, requeued or
+//!   rescued; a host sends it itself ([`actions_available`]) when it starts
+//!   serving new actions, so rows that waited for them are claimed at once.
+//!   Payload: the `module:name` keys concerned, comma-separated, or `''` when
+//!   they would not fit a notification. Listeners treat any notification as
+//!   "look again": the payload is for people reading `pg_stat_activity`.
+//! * [`RESULTS_CHANNEL`] (`cairn_results`): a row finished; payload: its id.
+//!   [`Client::wait`](super::Client::wait) listens here.
+//!
+//! Failure modes: a notification is best effort — sent on commit, lost if a
+//! listener's connection drops. Every listener therefore also polls (the
+//! worker every [`POLL_INTERVAL`](super::defaults::POLL_INTERVAL), `wait`
+//! every second), and a failed [`actions_available`] only delays claims
+//! until then.
+
+use anyhow::{Context, Result};
+use sqlx::PgPool;
+
+/// Rows became claimable (see the module docs).
+pub const ACTIONS_CHANNEL: &str = "cairn_actions";
+
+/// A row finished (see the module docs).
+pub const RESULTS_CHANNEL: &str = "cairn_results";
+
+/// Longest payload sent: PostgreSQL refuses 8000 bytes or more, and the
+/// triggers use the same limit.
+const MAX_PAYLOAD: usize = 7000;
+
+/// Tell every host that rows of `keys` (`module:name`) may be claimable now.
+///
+/// # Errors
+///
+/// When the statement fails (`queue notify failed: ...`).
+pub async fn actions_available(pool: &PgPool, keys: &[String]) -> Result<()> {
+    let mut payload = keys.join(",");
+    if payload.len() >= MAX_PAYLOAD {
+        payload.clear();
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(ACTIONS_CHANNEL)
+        .bind(payload)
+        .execute(pool)
+        .await
+        .context("queue notify failed")?;
+    Ok(())
+}
