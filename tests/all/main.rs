@@ -6,6 +6,7 @@ mod cli;
 mod deps;
 mod embedded;
 mod pg;
+mod python;
 mod queue;
 mod registry;
 mod reload;
