@@ -262,14 +262,15 @@ async fn python_exception_is_stored_as_an_error_payload_with_its_traceback() -> 
     assert_eq!(error["module"], "builtins", "{json}");
     assert_eq!(error["message"], "division by zero", "{json}");
     // The WIT action-error has no traceback field: the SDK sends the
-    // traceback and the MRO in its details under reserved keys. (Once the
-    // host lifts them into `traceback` and `type_hierarchy`, check those.)
-    let traceback = error["values"]["cairn:traceback"].as_str().context("no traceback")?;
+    // traceback and the MRO in its details under the contract's keys, and
+    // the host lifts them into the payload's own fields.
+    let traceback = error["traceback"].as_str().context("no traceback")?;
     assert!(traceback.contains("File \"app.py\", line") && traceback.contains("in divide"), "{traceback}");
     assert_eq!(
-        error["values"]["cairn:type_hierarchy"],
+        error["type_hierarchy"],
         json!(["ZeroDivisionError", "ArithmeticError", "Exception", "BaseException"])
     );
+    assert!(error.get("values").is_none_or(|v| v.get("cairn:traceback").is_none()), "{json}");
     // A bad argument is the SDK's ArgumentError, naming the parameter.
     let id = enqueue(&db, "math", "add", json!({"a": 1, "b": "two"})).await?;
     let (status, _, json) = outcome(&db, id).await?;
