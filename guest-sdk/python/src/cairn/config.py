@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ._backend import Builtin
 from .errors import SDK_MODULE, Error
 
 
@@ -27,11 +28,8 @@ class ConfigBackend(Protocol):
     def get(self, key: str) -> str | None: ...
 
 
-class Config:
+class Config(Builtin, keyword="config", double='FixedConfig({"key": "value"})'):
     """The plugin's configuration values and secrets."""
-
-    def __init__(self, backend: ConfigBackend) -> None:
-        self._backend = backend
 
     def get(self, key: str) -> str | None:
         """The value (or secret) `key`, or None if the operator set no such key."""
@@ -45,31 +43,9 @@ class Config:
             raise Error(f"config key `{key}` is not set for this plugin", type="ConfigError", module=SDK_MODULE)
         return value
 
-    def __repr__(self) -> str:
-        return "Config(..)"
+    @staticmethod
+    def _host_backend() -> ConfigBackend:
+        # The binding's module-level `get` is exactly a `ConfigBackend`.
+        from wit_world.imports import config
 
-    @classmethod
-    def _construct(cls, resolver) -> "Config":
-        backend = resolver.backend("config")
-        if backend is None:
-            backend = _host_backend()
-        return cls(backend)
-
-
-class _HostConfig:
-    def __init__(self) -> None:
-        from wit_world.imports import config as wit
-
-        self._wit = wit
-
-    def get(self, key: str) -> str | None:
-        return self._wit.get(key)
-
-
-def _host_backend() -> ConfigBackend:
-    from .builtin import missing_backend
-    from .deps import in_component
-
-    if not in_component():
-        raise missing_backend("cairn:plugin/config", "config", 'FixedConfig({"key": "value"})')
-    return _HostConfig()
+        return config

@@ -16,6 +16,8 @@ import datetime as _dt
 import time
 from typing import Protocol
 
+from ._backend import Builtin
+
 
 class ContextBackend(Protocol):
     """Where a `Context` reads from: the host, or `testing.FixedContext`."""
@@ -27,11 +29,8 @@ class ContextBackend(Protocol):
     def deadline_unix_ms(self) -> int: ...
 
 
-class Context:
+class Context(Builtin, keyword="context"):
     """The current invocation: its id, attempt and deadline."""
-
-    def __init__(self, backend: ContextBackend) -> None:
-        self._backend = backend
 
     def action_id(self) -> str:
         """The id of the action row being run (or of the one-off `cairn invoke`)."""
@@ -51,33 +50,16 @@ class Context:
         retryable error) before then."""
         return _dt.datetime.fromtimestamp(self.deadline_unix_ms() / 1000, tz=_dt.timezone.utc)
 
-    def __repr__(self) -> str:
-        return "Context(..)"
+    @staticmethod
+    def _host_backend() -> ContextBackend:
+        # The binding's module-level functions are exactly a `ContextBackend`.
+        from wit_world.imports import context
+
+        return context
 
     @classmethod
-    def _construct(cls, resolver) -> "Context":
-        backend = resolver.backend("context")
-        if backend is None:
-            from .deps import in_component
-
-            backend = _HostContext() if in_component() else _NativeContext()
-        return cls(backend)
-
-
-class _HostContext:
-    def __init__(self) -> None:
-        from wit_world.imports import context as wit
-
-        self._wit = wit
-
-    def action_id(self) -> str:
-        return self._wit.action_id()
-
-    def attempt(self) -> int:
-        return self._wit.attempt()
-
-    def deadline_unix_ms(self) -> int:
-        return self._wit.deadline_unix_ms()
+    def _native_backend(cls) -> ContextBackend:
+        return _NativeContext()
 
 
 class _NativeContext:

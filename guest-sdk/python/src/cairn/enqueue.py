@@ -22,6 +22,7 @@ import dataclasses
 import datetime as _dt
 from typing import Any, Protocol
 
+from ._backend import Builtin
 from .errors import SDK_MODULE, Error
 
 
@@ -62,11 +63,8 @@ def _delay_ms(delay: Any) -> int | None:
     raise _error(f"delay must be seconds (a number >= 0) or a timedelta, not {delay!r}")
 
 
-class Enqueue:
+class Enqueue(Builtin, keyword="enqueue", double="RecordingEnqueue()"):
     """Enqueues follow-up actions."""
-
-    def __init__(self, backend: EnqueueBackend) -> None:
-        self._backend = backend
 
     def enqueue(
         self,
@@ -106,15 +104,9 @@ class Enqueue:
         options = EnqueueOptions(_delay_ms(delay), priority, max_attempts, idempotency_key)
         return self._backend.enqueue(module, name, args, options)
 
-    def __repr__(self) -> str:
-        return "Enqueue(..)"
-
-    @classmethod
-    def _construct(cls, resolver) -> "Enqueue":
-        backend = resolver.backend("enqueue")
-        if backend is None:
-            backend = _host_backend()
-        return cls(backend)
+    @staticmethod
+    def _host_backend() -> EnqueueBackend:
+        return _HostEnqueue()
 
 
 class _HostEnqueue:
@@ -137,11 +129,3 @@ class _HostEnqueue:
         except self._err as err:
             raise _error(f"enqueue `{module}:{name}`: {err.value}", retryable=True) from None
 
-
-def _host_backend() -> EnqueueBackend:
-    from .builtin import missing_backend
-    from .deps import in_component
-
-    if not in_component():
-        raise missing_backend("cairn:plugin/enqueue", "enqueue", "RecordingEnqueue()")
-    return _HostEnqueue()

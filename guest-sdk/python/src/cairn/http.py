@@ -31,6 +31,7 @@ import dataclasses
 import json as _json
 from typing import Any, Protocol
 
+from ._backend import Builtin
 from .errors import SDK_MODULE, Error
 
 
@@ -124,11 +125,8 @@ class HttpBackend(Protocol):
     def send(self, request: Request) -> Response: ...
 
 
-class Http:
+class Http(Builtin, keyword="http", interface="wasi:http/outgoing-handler", double="ScriptedHttp()"):
     """Sends HTTP requests."""
-
-    def __init__(self, backend: HttpBackend) -> None:
-        self._backend = backend
 
     def send(self, request: Request) -> Response:
         """Send `request`, wait for the response and read its whole body.
@@ -145,20 +143,9 @@ class Http:
         """`POST url` with `body`."""
         return self.send(Request("POST", url, headers or [], body))
 
-    def __repr__(self) -> str:
-        return "Http(..)"
-
-    @classmethod
-    def _construct(cls, resolver) -> "Http":
-        backend = resolver.backend("http")
-        if backend is None:
-            from .builtin import missing_backend
-            from .deps import in_component
-
-            if not in_component():
-                raise missing_backend("wasi:http/outgoing-handler", "http", "ScriptedHttp()")
-            backend = _WasiHttp()
-        return cls(backend)
+    @staticmethod
+    def _host_backend() -> HttpBackend:
+        return _WasiHttp()
 
 
 def split_url(url: str) -> tuple[str, str, str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ._backend import Builtin
 from .errors import SDK_MODULE, Error
 
 
@@ -49,11 +50,8 @@ def kv_error(operation: str, key: str, message: str, *, retryable: bool = True) 
     return Error(f"kv {operation} `{key}`: {message}", type="KvError", module=SDK_MODULE, retryable=retryable)
 
 
-class Kv:
+class Kv(Builtin, keyword="kv", double="MemoryKv()"):
     """The plugin's key-value store."""
-
-    def __init__(self, backend: KvBackend) -> None:
-        self._backend = backend
 
     def get(self, key: str) -> bytes | None:
         """The value under `key`, if any."""
@@ -101,15 +99,9 @@ class Kv:
             raise Error(f"kv value under `{key}`: {err}", type="SerializationError", module=SDK_MODULE) from None
         self.set(key, encoded)
 
-    def __repr__(self) -> str:
-        return "Kv(..)"
-
-    @classmethod
-    def _construct(cls, resolver) -> "Kv":
-        backend = resolver.backend("kv")
-        if backend is None:
-            backend = _host_backend()
-        return cls(backend)
+    @staticmethod
+    def _host_backend() -> KvBackend:
+        return _HostKv()
 
 
 class _HostKv:
@@ -141,11 +133,3 @@ class _HostKv:
     def compare_and_swap(self, key, expected, new):
         return self._call("compare-and-swap", key, self._wit.compare_and_swap, expected, new)
 
-
-def _host_backend() -> KvBackend:
-    from .builtin import missing_backend
-    from .deps import in_component
-
-    if not in_component():
-        raise missing_backend("cairn:plugin/kv", "kv", "MemoryKv()")
-    return _HostKv()

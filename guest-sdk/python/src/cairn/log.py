@@ -18,6 +18,8 @@ from __future__ import annotations
 import sys
 from typing import Protocol
 
+from ._backend import Builtin
+
 #: The levels, in order; each maps one to one onto the host's `tracing`.
 LEVELS = ("trace", "debug", "info", "warn", "error")
 
@@ -28,11 +30,8 @@ class LogBackend(Protocol):
     def log(self, level: str, message: str, fields: list[tuple[str, str]]) -> None: ...
 
 
-class Log:
+class Log(Builtin, keyword="log"):
     """Emits structured log records."""
-
-    def __init__(self, backend: LogBackend) -> None:
-        self._backend = backend
 
     def log(self, level: str, message: str, **fields: object) -> None:
         """Emit one record at `level` (`trace`, `debug`, `info`, `warn`,
@@ -61,17 +60,13 @@ class Log:
         """Emit an `error` record."""
         self.log("error", message, **fields)
 
-    def __repr__(self) -> str:
-        return "Log(..)"
+    @staticmethod
+    def _host_backend() -> LogBackend:
+        return _HostLog()
 
     @classmethod
-    def _construct(cls, resolver) -> "Log":
-        backend = resolver.backend("log")
-        if backend is None:
-            from .deps import in_component
-
-            backend = _HostLog() if in_component() else _StderrLog()
-        return cls(backend)
+    def _native_backend(cls) -> LogBackend:
+        return _StderrLog()
 
 
 class _HostLog:
