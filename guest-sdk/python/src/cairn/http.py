@@ -39,13 +39,28 @@ def http_error(message: str, retryable: bool) -> Error:
     return Error(message, type="HttpError", module=SDK_MODULE, retryable=retryable)
 
 
-def _find(headers: list[tuple[str, str]], name: str) -> str | None:
-    name = name.lower()
-    return next((v for n, v in headers if n == name), None)
+class _Message:
+    """What a `Request` and a `Response` share: header names stored
+    lower-case (HTTP header names are case-insensitive) and a body stored as
+    bytes (text is encoded as UTF-8)."""
+
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def __post_init__(self) -> None:
+        self.headers = [(str(n).lower(), str(v)) for n, v in self.headers]
+        if isinstance(self.body, str):
+            self.body = self.body.encode("utf-8")
+        self.body = bytes(self.body)
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (any case)."""
+        name = name.lower()
+        return next((v for n, v in self.headers if n == name), None)
 
 
 @dataclasses.dataclass
-class Request:
+class Request(_Message):
     """One outgoing request. The method is stored upper-case and header
     names lower-case (HTTP header names are case-insensitive)."""
 
@@ -56,18 +71,11 @@ class Request:
 
     def __post_init__(self) -> None:
         self.method = self.method.upper()
-        self.headers = [(str(n).lower(), str(v)) for n, v in self.headers]
-        if isinstance(self.body, str):
-            self.body = self.body.encode("utf-8")
-        self.body = bytes(self.body)
-
-    def header(self, name: str) -> str | None:
-        """The first value of header `name` (any case)."""
-        return _find(self.headers, name)
+        super().__post_init__()
 
 
 @dataclasses.dataclass
-class Response:
+class Response(_Message):
     """A response, its body read completely."""
 
     status: int
@@ -75,16 +83,6 @@ class Response:
     body: bytes = b""
     #: `METHOD url` of the request, set by `Http.send` for error messages.
     origin: str = dataclasses.field(default="request", compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.headers = [(str(n).lower(), str(v)) for n, v in self.headers]
-        if isinstance(self.body, str):
-            self.body = self.body.encode("utf-8")
-        self.body = bytes(self.body)
-
-    def header(self, name: str) -> str | None:
-        """The first value of header `name` (any case)."""
-        return _find(self.headers, name)
 
     @property
     def is_success(self) -> bool:
