@@ -533,24 +533,9 @@ def revive(value: Any) -> Any:
 def kind_name(value: Any) -> str:
     """The payload kind a decoded value came from, for error messages (the
     names the Rust crate uses: `null`, `string`, `int`, `list`...)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, tuple):
-        return "tuple"
-    if isinstance(value, dict):
-        return "dict"
-    if isinstance(value, Model):
-        return "basemodel"
-    if isinstance(value, ErrorValue):
-        return "exception"
-    return type(value).__name__
+    # First match wins: `bool` is an `int` subclass, so it comes first.
+    kinds = (
+        (type(None), "null"), (bool, "bool"), (int, "int"), (float, "double"), (str, "string"),
+        (list, "list"), (tuple, "tuple"), (dict, "dict"), (Model, "basemodel"), (ErrorValue, "exception"),
+    )
+    return next((name for cls, name in kinds if isinstance(value, cls)), type(value).__name__)
