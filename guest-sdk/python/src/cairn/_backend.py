@@ -75,3 +75,16 @@ class Builtin:
         from .builtin import missing_backend
 
         raise missing_backend(cls._interface, cls._keyword, cls._double)
+
+
+class HostImport:
+    """Base of a host backend over one WIT import whose functions return a
+    `result`: componentize-py raises its `Err` for the error case, and that
+    type (like the binding) exists only inside a component, so both are
+    looked up when the backend is built."""
+
+    def __init__(self, wit: Any) -> None:
+        from componentize_py_types import Err
+
+        self._wit = wit
+        self._err = Err

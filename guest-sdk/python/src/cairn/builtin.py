@@ -42,10 +42,3 @@ def missing_backend(interface: str, keyword: str, double: str) -> Error:
         type="MissingBackend",
         module=SDK_MODULE,
     )
-
-
-def host_error_type():
-    """componentize-py's `Err`, which a WIT import raises for `result::err`."""
-    from componentize_py_types import Err
-
-    return Err

@@ -22,7 +22,7 @@ import dataclasses
 import datetime as _dt
 from typing import Any, Protocol
 
-from ._backend import Builtin
+from ._backend import Builtin, HostImport
 from .errors import SDK_MODULE, Error
 
 
@@ -106,17 +106,12 @@ class Enqueue(Builtin, keyword="enqueue", double="RecordingEnqueue()"):
 
     @staticmethod
     def _host_backend() -> EnqueueBackend:
-        return _HostEnqueue()
+        from wit_world.imports import enqueue
+
+        return _HostEnqueue(enqueue)
 
 
-class _HostEnqueue:
-    def __init__(self) -> None:
-        from componentize_py_types import Err
-        from wit_world.imports import enqueue as wit
-
-        self._wit = wit
-        self._err = Err
-
+class _HostEnqueue(HostImport):
     def enqueue(self, module, name, args, options):
         wit_options = self._wit.Options(
             delay_ms=options.delay_ms,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ._backend import Builtin
+from ._backend import Builtin, HostImport
 from .errors import SDK_MODULE, Error
 
 
@@ -101,17 +101,12 @@ class Kv(Builtin, keyword="kv", double="MemoryKv()"):
 
     @staticmethod
     def _host_backend() -> KvBackend:
-        return _HostKv()
+        from wit_world.imports import kv
+
+        return _HostKv(kv)
 
 
-class _HostKv:
-    def __init__(self) -> None:
-        from componentize_py_types import Err
-        from wit_world.imports import kv as wit
-
-        self._wit = wit
-        self._err = Err
-
+class _HostKv(HostImport):
     def _call(self, operation: str, key: str, fn, *args):
         try:
             return fn(key, *args)
