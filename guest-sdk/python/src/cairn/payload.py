@@ -352,26 +352,29 @@ def _decode_primitive(data) -> Any:
     return result
 
 
+def _len_fields(data, names: dict[int, str]):
+    """(field, bytes) of each length-delimited field of message `data` that
+    `names` lists, in order; one of them with another wire type is an error
+    naming it, and fields not listed are skipped."""
+    for field, wire, raw in p.Reader(data):
+        if field in names:
+            p.expect(wire, p.LEN, names[field])
+            yield field, raw
+
+
 def _decode_entries(data) -> list[tuple[str, Any]]:
     """The entries of a `WorkflowDictArgument` (or `WorkflowArguments`), in
     order, duplicates kept."""
-    out = []
-    for field, wire, raw in p.Reader(data):
-        if field == 1:
-            p.expect(wire, p.LEN, "entry")
-            out.append(_decode_argument(raw))
-    return out
+    return [_decode_argument(raw) for _, raw in _len_fields(data, {1: "entry"})]
 
 
 def _decode_argument(data) -> tuple[str, Any]:
     key = ""
     value_chunks: list = []
-    for field, wire, raw in p.Reader(data):
+    for field, raw in _len_fields(data, {1: "key", 2: "value"}):
         if field == 1:
-            p.expect(wire, p.LEN, "key")
             key = p.text(raw, "key")
-        elif field == 2:
-            p.expect(wire, p.LEN, "value")
+        else:
             value_chunks.append(raw)
     return key, (_value(_merged(value_chunks)) if value_chunks else None)
 
@@ -384,26 +387,18 @@ def _first_wins(entries: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _decode_items(data) -> list:
-    items = []
-    for field, wire, raw in p.Reader(data):
-        if field == 1:
-            p.expect(wire, p.LEN, "item")
-            items.append(_value(raw))
-    return items
+    return [_value(raw) for _, raw in _len_fields(data, {1: "item"})]
 
 
 def _decode_model(data) -> Model:
     module = name = ""
     chunks: list = []
-    for field, wire, raw in p.Reader(data):
+    for field, raw in _len_fields(data, {1: "module", 2: "name", 3: "data"}):
         if field == 1:
-            p.expect(wire, p.LEN, "module")
             module = p.text(raw, "module")
         elif field == 2:
-            p.expect(wire, p.LEN, "name")
             name = p.text(raw, "name")
-        elif field == 3:
-            p.expect(wire, p.LEN, "data")
+        else:
             chunks.append(raw)
     data_dict = _first_wins(_decode_entries(_merged(chunks))) if chunks else {}
     return Model(module, name, data_dict)
@@ -411,18 +406,15 @@ def _decode_model(data) -> Model:
 
 def _decode_error(data) -> ErrorValue:
     texts = {1: "", 2: "", 3: "", 4: ""}
-    names = {1: "type", 2: "module", 3: "message", 4: "traceback"}
+    names = {1: "type", 2: "module", 3: "message", 4: "traceback", 5: "values", 6: "type_hierarchy"}
     values: list = []
     hierarchy: list[str] = []
-    for field, wire, raw in p.Reader(data):
+    for field, raw in _len_fields(data, names):
         if field in texts:
-            p.expect(wire, p.LEN, names[field])
             texts[field] = p.text(raw, names[field])
         elif field == 5:
-            p.expect(wire, p.LEN, "values")
             values.append(raw)
-        elif field == 6:
-            p.expect(wire, p.LEN, "type_hierarchy")
+        else:
             hierarchy.append(p.text(raw, "type_hierarchy"))
     return ErrorValue(
         type=texts[1],
