@@ -34,6 +34,9 @@ pub struct Options {
     pub calls: usize,
     /// Calls in flight at once.
     pub concurrency: usize,
+    /// The artifact cache to load the compiled plugin from (and store it
+    /// in); `None`: compile.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// One round's per-call costs.
@@ -73,6 +76,11 @@ impl fmt::Display for Round {
 pub struct Report {
     /// The action measured.
     pub action: ActionKey,
+    /// How long loading the plugin took (compiling it, or loading it from
+    /// the artifact cache), `describe` included.
+    pub load: Duration,
+    /// Whether the load was a cache hit.
+    pub cache_hit: bool,
     /// Warm-up, then steady state.
     pub rounds: [Round; 2],
 }
@@ -80,6 +88,12 @@ pub struct Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "sandbox only (no database), `{}`:", self.action)?;
+        writeln!(
+            f,
+            "  load: {:.1} ms ({})",
+            self.load.as_secs_f64() * 1e3,
+            if self.cache_hit { "artifact cache" } else { "compiled" }
+        )?;
         writeln!(f, "  round 1 (warm-up): {}", self.rounds[0])?;
         write!(f, "  round 2:           {}", self.rounds[1])
     }
@@ -116,12 +130,16 @@ pub async fn run(options: &Options) -> Result<Report> {
         .pool_instances
         .max(u32::try_from(concurrency).unwrap_or(u32::MAX));
     let engine = Engine::new(limits)?;
+    let loader = Loader::new(engine.clone()).with_cache_dir(options.cache_dir.as_deref());
+    let loading = Instant::now();
     let plugin = Arc::new(
-        Loader::new(engine.clone())
+        loader
             .load_file(&options.plugin)
             .await
             .context("bench-sandbox")?,
     );
+    let load = loading.elapsed();
+    let cache_hit = loader.counts().cache_hits > 0;
     let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut rounds = Vec::with_capacity(2);
     for _ in 0..2 {
@@ -159,6 +177,8 @@ pub async fn run(options: &Options) -> Result<Report> {
     }
     Ok(Report {
         action: options.action.clone(),
+        load,
+        cache_hit,
         rounds: [rounds[0], rounds[1]],
     })
 }

@@ -184,6 +184,10 @@ enum Command {
         /// Calls in flight at once.
         #[arg(long, default_value_t = WorkerConfig::default().concurrency)]
         concurrency: usize,
+        /// Load (and store) the compiled plugin in this artifact cache, as
+        /// `cairn serve` does; without it the plugin is compiled every run.
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
     },
     /// Measure throughput and latency: a `cairn serve` child runs a no-op
     /// action while this process enqueues (see docs/benchmarks.md).
@@ -378,12 +382,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             action,
             calls,
             concurrency,
+            cache_dir,
         } => {
             let options = crate::bench::sandbox::Options {
                 plugin,
                 action,
                 calls,
                 concurrency,
+                cache_dir,
             };
             println!("{}", crate::bench::sandbox::run(&options).await?);
             Ok(ExitCode::SUCCESS)
