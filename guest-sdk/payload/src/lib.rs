@@ -277,13 +277,7 @@ impl WorkflowArgumentValue {
     pub fn dict(entries: impl IntoIterator<Item = (String, Self)>) -> Self {
         WorkflowArgumentValue {
             kind: Some(K::DictValue(WorkflowDictArgument {
-                entries: entries
-                    .into_iter()
-                    .map(|(key, value)| WorkflowArgument {
-                        key,
-                        value: Some(value),
-                    })
-                    .collect(),
+                entries: entries_of(entries),
             })),
         }
     }
@@ -340,13 +334,18 @@ impl WorkflowArguments {
     /// Arguments from `(key, value)` pairs, in the given order.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, WorkflowArgumentValue)>) -> Self {
         WorkflowArguments {
-            arguments: pairs
-                .into_iter()
-                .map(|(key, value)| WorkflowArgument {
-                    key,
-                    value: Some(value),
-                })
-                .collect(),
+            arguments: entries_of(pairs),
         }
     }
+}
+
+/// `(key, value)` pairs as entries, in the given order: the contents of a
+/// dict and of keyword arguments alike.
+fn entries_of(
+    pairs: impl IntoIterator<Item = (String, WorkflowArgumentValue)>,
+) -> Vec<WorkflowArgument> {
+    pairs
+        .into_iter()
+        .map(|(key, value)| ser::entry(key, value))
+        .collect()
 }

@@ -73,7 +73,7 @@ fn dict(entries: Vec<WorkflowArgument>) -> WorkflowArgumentValue {
     }
 }
 
-fn entry(key: impl Into<String>, value: WorkflowArgumentValue) -> WorkflowArgument {
+pub(crate) fn entry(key: impl Into<String>, value: WorkflowArgumentValue) -> WorkflowArgument {
     WorkflowArgument {
         key: key.into(),
         value: Some(value),
@@ -270,37 +270,27 @@ impl SeqSerializer {
     }
 }
 
-impl ser::SerializeSeq for SeqSerializer {
-    type Ok = WorkflowArgumentValue;
-    type Error = Error;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Self::Ok, Error> {
-        Ok(self.finish())
-    }
+/// `SerializeSeq`, `SerializeTuple` and `SerializeTupleStruct` are the same
+/// for a [`SeqSerializer`] but for the name of the method that adds an item.
+macro_rules! impl_seq_serializer {
+    ($($trait:ident :: $method:ident,)*) => {$(
+        impl ser::$trait for SeqSerializer {
+            type Ok = WorkflowArgumentValue;
+            type Error = Error;
+            fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
+                self.push(value)
+            }
+            fn end(self) -> Result<Self::Ok, Error> {
+                Ok(self.finish())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for SeqSerializer {
-    type Ok = WorkflowArgumentValue;
-    type Error = Error;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Self::Ok, Error> {
-        Ok(self.finish())
-    }
-}
-
-impl ser::SerializeTupleStruct for SeqSerializer {
-    type Ok = WorkflowArgumentValue;
-    type Error = Error;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Self::Ok, Error> {
-        Ok(self.finish())
-    }
+impl_seq_serializer! {
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
 }
 
 /// Maps: keys become strings (see [`KeySerializer`]).

@@ -234,13 +234,7 @@ fn any_value() -> impl Strategy<Value = WorkflowArgumentValue> {
 
 fn dict_of(entries: Vec<(String, WorkflowArgumentValue)>) -> WorkflowDictArgument {
     WorkflowDictArgument {
-        entries: entries
-            .into_iter()
-            .map(|(key, value)| WorkflowArgument {
-                key,
-                value: Some(value),
-            })
-            .collect(),
+        entries: WorkflowArguments::from_pairs(entries).arguments,
     }
 }
 
