@@ -45,7 +45,7 @@ use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{
-    Expr, ExprLit, FnArg, GenericArgument, Ident, ItemFn, Lit, Meta, Pat, PathArguments,
+    Expr, ExprLit, FnArg, GenericArgument, Ident, ItemFn, Lit, Meta, Pat, PatType, PathArguments,
     ReturnType, Token, Type,
 };
 
@@ -253,18 +253,22 @@ fn is_dependency_type(ty: &Type) -> bool {
     }
 }
 
+/// A parameter of the function `attribute` (`#[action]` or `#[dependency]`)
+/// is on; `self` is rejected, for there is no value to call a method on.
+fn typed_input<'a>(input: &'a FnArg, attribute: &str) -> syn::Result<&'a PatType> {
+    match input {
+        FnArg::Receiver(receiver) => Err(syn::Error::new(
+            receiver.span(),
+            format!("{attribute} functions cannot take `self`: write a free function"),
+        )),
+        FnArg::Typed(typed) => Ok(typed),
+    }
+}
+
 fn parse_params(func: &ItemFn) -> syn::Result<Vec<Param>> {
     let mut params = Vec::new();
     for input in &func.sig.inputs {
-        let typed = match input {
-            FnArg::Receiver(receiver) => {
-                return Err(syn::Error::new(
-                    receiver.span(),
-                    "#[action] functions cannot take `self`: write a free function",
-                ))
-            }
-            FnArg::Typed(typed) => typed,
-        };
+        let typed = typed_input(input, "#[action]")?;
         let ident = match &*typed.pat {
             Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => pat.ident.clone(),
             other => {
@@ -308,6 +312,19 @@ fn check_param_type(ty: &Type) -> syn::Result<()> {
         Type::Group(g) => check_param_type(&g.elem),
         _ => Ok(()),
     }
+}
+
+/// The free function `attribute` (`#[action]` or `#[dependency]`) is on,
+/// checked with [`check_signature`].
+fn parse_function(item: TokenStream2, attribute: &str) -> syn::Result<ItemFn> {
+    let func: ItemFn = syn::parse2(item).map_err(|err| {
+        syn::Error::new(
+            err.span(),
+            format!("{attribute} applies to a free function: {err}"),
+        )
+    })?;
+    check_signature(&func, attribute)?;
+    Ok(func)
 }
 
 /// Reject what neither attribute can call: `attribute` is `#[action]` or
@@ -531,13 +548,7 @@ fn call_item(func: &ItemFn, params: &[Param]) -> TokenStream2 {
 
 fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let attrs = parse_attrs(attr)?;
-    let func: ItemFn = syn::parse2(item).map_err(|err| {
-        syn::Error::new(
-            err.span(),
-            format!("#[action] applies to a free function: {err}"),
-        )
-    })?;
-    check_signature(&func, "#[action]")?;
+    let func = parse_function(item, "#[action]")?;
     let params = parse_params(&func)?;
 
     let fn_ident = &func.sig.ident;
@@ -678,13 +689,7 @@ fn parse_dependency_attrs(attr: TokenStream2) -> syn::Result<bool> {
 
 fn expand_dependency(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let use_cache = parse_dependency_attrs(attr)?;
-    let func: ItemFn = syn::parse2(item).map_err(|err| {
-        syn::Error::new(
-            err.span(),
-            format!("#[dependency] applies to a free function: {err}"),
-        )
-    })?;
-    check_signature(&func, "#[dependency]")?;
+    let func = parse_function(item, "#[dependency]")?;
     if let Some(asyncness) = &func.sig.asyncness {
         return Err(syn::Error::new(
             asyncness.span(),
@@ -718,15 +723,7 @@ fn expand_dependency(attr: TokenStream2, item: TokenStream2) -> syn::Result<Toke
     let mut locals = Vec::new();
     let mut injections = Vec::new();
     for (i, input) in func.sig.inputs.iter().enumerate() {
-        let typed = match input {
-            FnArg::Receiver(receiver) => {
-                return Err(syn::Error::new(
-                    receiver.span(),
-                    "#[dependency] functions cannot take `self`: write a free function",
-                ))
-            }
-            FnArg::Typed(typed) => typed,
-        };
+        let typed = typed_input(input, "#[dependency]")?;
         let ty = &typed.ty;
         let local = Ident::new(&format!("__cairn_dep_{i}"), Span::mixed_site());
         injections.push(quote_spanned! {ty.span()=>
