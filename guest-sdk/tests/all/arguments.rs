@@ -4,7 +4,7 @@ use cairn_payload::WorkflowArgumentValue as V;
 use cairn_sdk::action;
 use serde::{Deserialize, Serialize};
 
-use crate::{call, call_err, call_raw};
+use crate::{assert_error, assert_error_starts, call, call_err, call_raw};
 
 #[action]
 fn add(a: i64, b: i64) -> i64 {
@@ -110,23 +110,30 @@ fn missing_option_argument_is_none() {
 }
 
 #[test]
-fn missing_argument_is_error_naming_parameter() {
-    let err = call_err("add", vec![("a", V::int(1))]);
-    assert_eq!(err.type_name, "ArgumentError");
-    assert_eq!(err.module, "cairn_sdk");
-    assert_eq!(err.message, "missing required argument `b`");
-    assert!(!err.retryable);
+fn missing_unexpected_or_repeated_argument_is_error_naming_it() {
+    let cases = [
+        (vec![("a", V::int(1))], "missing required argument `b`"),
+        (
+            vec![("a", V::int(1)), ("b", V::int(2)), ("c", V::int(3))],
+            "unexpected argument `c`",
+        ),
+        (
+            vec![("a", V::int(1)), ("a", V::int(2)), ("b", V::int(3))],
+            "argument `a` given more than once",
+        ),
+    ];
+    for (kwargs, message) in cases {
+        let err = call_err("add", kwargs);
+        assert_error(&err, "ArgumentError", message);
+        assert_eq!(err.module, "cairn_sdk", "{message}");
+        assert!(!err.retryable, "{message}");
+    }
 }
 
 #[test]
 fn wrong_type_is_error_naming_parameter() {
     let err = call_err("add", vec![("a", V::int(1)), ("b", V::string("two"))]);
-    assert_eq!(err.type_name, "ArgumentError");
-    assert!(
-        err.message.starts_with("argument `b`: "),
-        "message: {}",
-        err.message
-    );
+    assert_error_starts(&err, "ArgumentError", "argument `b`: ");
     assert!(err.message.contains("string"), "message: {}", err.message);
 }
 
@@ -137,51 +144,27 @@ fn wrong_field_type_inside_struct_names_parameter() {
         ("y".to_owned(), V::double(0.0)),
     ]);
     let err = call_err("scale", vec![("point", bad), ("factor", V::double(1.0))]);
-    assert_eq!(err.type_name, "ArgumentError");
-    assert!(
-        err.message.starts_with("argument `point`: "),
-        "message: {}",
-        err.message
-    );
-}
-
-#[test]
-fn unexpected_argument_is_error() {
-    let err = call_err(
-        "add",
-        vec![("a", V::int(1)), ("b", V::int(2)), ("c", V::int(3))],
-    );
-    assert_eq!(err.type_name, "ArgumentError");
-    assert_eq!(err.message, "unexpected argument `c`");
-}
-
-#[test]
-fn repeated_argument_is_error() {
-    let err = call_err(
-        "add",
-        vec![("a", V::int(1)), ("a", V::int(2)), ("b", V::int(3))],
-    );
-    assert_eq!(err.type_name, "ArgumentError");
-    assert_eq!(err.message, "argument `a` given more than once");
+    assert_error_starts(&err, "ArgumentError", "argument `point`: ");
 }
 
 #[test]
 fn unknown_action_is_error_naming_module_and_action() {
     let err = call_err("subtract", vec![]);
-    assert_eq!(err.type_name, "UnknownAction");
-    assert_eq!(err.message, "plugin `sdk_tests` has no action `subtract`");
+    assert_error(
+        &err,
+        "UnknownAction",
+        "plugin `sdk_tests` has no action `subtract`",
+    );
     assert!(!err.retryable);
 }
 
 #[test]
 fn garbage_argument_bytes_are_argument_error() {
     let err = call_raw("add", &[0xff, 0xff, 0xff, 0x01]).unwrap_err();
-    assert_eq!(err.type_name, "ArgumentError");
-    assert!(
-        err.message
-            .starts_with("arguments are not a valid WorkflowArguments payload: "),
-        "message: {}",
-        err.message
+    assert_error_starts(
+        &err,
+        "ArgumentError",
+        "arguments are not a valid WorkflowArguments payload: ",
     );
 }
 

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use cairn_payload::WorkflowArgumentValue as V;
 use cairn_sdk::action;
 
-use crate::{call, call_err};
+use crate::{assert_error, call, call_err};
 
 /// Returns `Pending` once, waking itself first: a cooperative yield.
 struct YieldOnce(bool);
@@ -67,18 +67,15 @@ fn async_action_runs_to_completion() {
 #[test]
 fn async_action_error_is_reported() {
     let err = call_err("fail_later", vec![]);
-    assert_eq!(
-        (err.type_name.as_str(), err.message.as_str()),
-        ("LateError", "late failure")
-    );
+    assert_error(&err, "LateError", "late failure");
 }
 
 #[test]
 fn async_action_pending_with_nothing_to_wake_it_is_error_not_hang() {
     let err = call_err("wait_forever", vec![]);
-    assert_eq!(err.type_name, "StalledFuture");
-    assert_eq!(
-        err.message,
-        "action future was pending with nothing to wake it"
+    assert_error(
+        &err,
+        "StalledFuture",
+        "action future was pending with nothing to wake it",
     );
 }

@@ -21,7 +21,7 @@ use cairn_sdk::{
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::{call, call_err, MODULE};
+use crate::{assert_error, call, call_err, MODULE};
 
 // ---------------------------------------------------------------------------
 // Construction counters: thread-local, as every test runs on its own thread.
@@ -423,12 +423,12 @@ fn details(err: &cairn_sdk::__private::ActionError) -> Details {
 fn failing_dependency_is_a_dependency_error_naming_it_and_the_chain() {
     reset_counters();
     let err = call_err("with_busy", vec![]);
-    assert_eq!(err.type_name, "DependencyError");
-    assert_eq!(err.module, "cairn_sdk");
-    assert_eq!(
-        err.message,
-        "dependency `Busy` failed (via `NeedsBusy` -> `Busy`): upstream busy"
+    assert_error(
+        &err,
+        "DependencyError",
+        "dependency `Busy` failed (via `NeedsBusy` -> `Busy`): upstream busy",
     );
+    assert_eq!(err.module, "cairn_sdk");
     assert!(err.retryable, "retryable because the cause is");
     assert_eq!(
         details(&err),
@@ -445,10 +445,10 @@ fn failing_dependency_is_a_dependency_error_naming_it_and_the_chain() {
 #[test]
 fn dependency_failing_with_a_std_error_keeps_its_type() {
     let err = call_err("with_parsed", vec![]);
-    assert_eq!(err.type_name, "DependencyError");
-    assert_eq!(
-        err.message,
-        "dependency `Parsed` failed: invalid digit found in string"
+    assert_error(
+        &err,
+        "DependencyError",
+        "dependency `Parsed` failed: invalid digit found in string",
     );
     assert!(!err.retryable);
     let details = details(&err);
@@ -503,10 +503,10 @@ fn with_cycle(_chicken: Dep<Chicken>) {}
 #[test]
 fn dependency_cycle_is_an_error_not_a_stack_overflow() {
     let err = call_err("with_cycle", vec![]);
-    assert_eq!(err.type_name, "DependencyError");
-    assert_eq!(
-        err.message,
-        "dependency cycle: `Chicken` -> `Egg` -> `Chicken`"
+    assert_error(
+        &err,
+        "DependencyError",
+        "dependency cycle: `Chicken` -> `Egg` -> `Chicken`",
     );
     assert!(!err.retryable);
     assert_eq!(details(&err).cause_type, "DependencyCycle");
@@ -547,8 +547,7 @@ fn dependency_parameter_is_not_a_keyword_argument() {
         "add_logged",
         vec![("a", V::int(1)), ("log", V::string("x"))],
     );
-    assert_eq!(err.type_name, "ArgumentError");
-    assert_eq!(err.message, "unexpected argument `log`");
+    assert_error(&err, "ArgumentError", "unexpected argument `log`");
 
     let err = call_err("add_logged", vec![]);
     assert_eq!(err.message, "missing required argument `a`");

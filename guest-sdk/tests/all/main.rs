@@ -48,3 +48,21 @@ pub fn call_err(action: &str, kwargs: Vec<(&str, WorkflowArgumentValue)>) -> Act
         Err(err) => err,
     }
 }
+
+/// Assert that `err` is of type `type_name` with exactly `message`, both in
+/// one comparison so that a failure shows the two together.
+#[track_caller]
+pub fn assert_error(err: &ActionError, type_name: &str, message: &str) {
+    assert_eq!(
+        (err.type_name.as_str(), err.message.as_str()),
+        (type_name, message)
+    );
+}
+
+/// Assert that `err` is of type `type_name` with a message that starts with
+/// `prefix` (the rest names details outside the SDK, such as serde's wording).
+#[track_caller]
+pub fn assert_error_starts(err: &ActionError, type_name: &str, prefix: &str) {
+    assert_eq!(err.type_name, type_name, "message: {}", err.message);
+    assert!(err.message.starts_with(prefix), "message: {}", err.message);
+}
