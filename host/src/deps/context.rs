@@ -2,18 +2,11 @@
 //! attempt, deadline), read from the call the sandbox set up. Pure reads; no
 //! failure modes.
 
-use super::Dependency;
 use crate::bindings::cairn::plugin::context;
 use crate::store::HostState;
 use std::time::UNIX_EPOCH;
-use wasmtime::component::HasSelf;
 
-pub(crate) const DEPENDENCY: Dependency = Dependency {
-    name: "context",
-    interfaces: &["cairn:plugin/context"],
-    version_prefix: super::PACKAGE_VERSION_PREFIX,
-    add_to_linker: |linker| context::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s),
-};
+super::cairn_interface!("context", context);
 
 impl context::Host for HostState {
     fn action_id(&mut self) -> String {

@@ -6,19 +6,12 @@
 //! invoke`), an invalid request (empty module/name, `max-attempts` 0), a
 //! failed statement.
 
-use super::Dependency;
 use crate::bindings::cairn::plugin::enqueue::{self, Options};
 use crate::queue::{Client, EnqueueRequest};
 use crate::store::HostState;
 use std::time::Duration;
-use wasmtime::component::HasSelf;
 
-pub(crate) const DEPENDENCY: Dependency = Dependency {
-    name: "enqueue",
-    interfaces: &["cairn:plugin/enqueue"],
-    version_prefix: super::PACKAGE_VERSION_PREFIX,
-    add_to_linker: |linker| enqueue::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s),
-};
+super::cairn_interface!("enqueue", enqueue);
 
 impl enqueue::Host for HostState {
     async fn enqueue(

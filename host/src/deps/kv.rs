@@ -10,18 +10,11 @@
 //! (`cairn invoke` runs without one), a failed statement, a stored value that
 //! is not an integer for `increment`, an integer overflow.
 
-use super::Dependency;
 use crate::bindings::cairn::plugin::kv;
 use crate::store::HostState;
 use sqlx::PgPool;
-use wasmtime::component::HasSelf;
 
-pub(crate) const DEPENDENCY: Dependency = Dependency {
-    name: "kv",
-    interfaces: &["cairn:plugin/kv"],
-    version_prefix: super::PACKAGE_VERSION_PREFIX,
-    add_to_linker: |linker| kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s),
-};
+super::cairn_interface!("kv", kv);
 
 impl HostState {
     fn kv(&self) -> Result<(PgPool, String), String> {

@@ -6,20 +6,13 @@
 //! `fields` field (tracing's field names are static). Messages longer than
 //! [`MAX_MESSAGE`] are truncated so one record cannot flood the logs.
 
-use super::Dependency;
 use crate::bindings::cairn::plugin::log::{self, Level};
 use crate::store::HostState;
-use wasmtime::component::HasSelf;
 
 /// Longest message or fields text kept per record, in bytes.
 const MAX_MESSAGE: usize = 16 * 1024;
 
-pub(crate) const DEPENDENCY: Dependency = Dependency {
-    name: "log",
-    interfaces: &["cairn:plugin/log"],
-    version_prefix: super::PACKAGE_VERSION_PREFIX,
-    add_to_linker: |linker| log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s),
-};
+super::cairn_interface!("log", log);
 
 impl log::Host for HostState {
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {

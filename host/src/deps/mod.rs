@@ -41,6 +41,26 @@ pub struct Dependency {
     pub add_to_linker: fn(&mut Linker<HostState>) -> wasmtime::Result<()>,
 }
 
+/// The [`Dependency`] for a `cairn:plugin/<name>` interface whose bindings
+/// `HostState` implements (every one but `http`, which is `wasi:http`'s own
+/// linker): `cairn_interface!("kv", kv)` in `deps/kv.rs`.
+macro_rules! cairn_interface {
+    ($name:literal, $bindings:ident) => {
+        pub(crate) const DEPENDENCY: super::Dependency = super::Dependency {
+            name: $name,
+            interfaces: &[concat!("cairn:plugin/", $name)],
+            version_prefix: super::PACKAGE_VERSION_PREFIX,
+            add_to_linker: |linker| {
+                $bindings::add_to_linker::<
+                    crate::store::HostState,
+                    wasmtime::component::HasSelf<crate::store::HostState>,
+                >(linker, |s| s)
+            },
+        };
+    };
+}
+pub(crate) use cairn_interface;
+
 /// Every dependency this host provides.
 pub const ALL: &[Dependency] = &[
     log::DEPENDENCY,
