@@ -88,6 +88,21 @@ fn wide_int<T: TryInto<i64> + ToString + Copy>(v: T) -> WorkflowArgumentValue {
     }
 }
 
+/// Integers that always fit in i64.
+fn narrow_int<T: Into<i64>>(v: T) -> WorkflowArgumentValue {
+    WorkflowArgumentValue::int(v.into())
+}
+
+/// `serialize_*` methods for scalars that always succeed: each returns
+/// `Ok($convert(v))`.
+macro_rules! serialize_with {
+    ($($method:ident($ty:ty) => $convert:ident,)*) => {$(
+        fn $method(self, v: $ty) -> Result<Self::Ok, Error> {
+            Ok($convert(v))
+        }
+    )*};
+}
+
 impl ser::Serializer for Serializer {
     type Ok = WorkflowArgumentValue;
     type Error = Error;
@@ -102,35 +117,17 @@ impl ser::Serializer for Serializer {
     fn serialize_bool(self, v: bool) -> Result<Self::Ok, Error> {
         Ok(WorkflowArgumentValue::bool(v))
     }
-    fn serialize_i8(self, v: i8) -> Result<Self::Ok, Error> {
-        Ok(WorkflowArgumentValue::int(v.into()))
-    }
-    fn serialize_i16(self, v: i16) -> Result<Self::Ok, Error> {
-        Ok(WorkflowArgumentValue::int(v.into()))
-    }
-    fn serialize_i32(self, v: i32) -> Result<Self::Ok, Error> {
-        Ok(WorkflowArgumentValue::int(v.into()))
-    }
-    fn serialize_i64(self, v: i64) -> Result<Self::Ok, Error> {
-        Ok(WorkflowArgumentValue::int(v))
-    }
-    fn serialize_i128(self, v: i128) -> Result<Self::Ok, Error> {
-        Ok(wide_int(v))
-    }
-    fn serialize_u8(self, v: u8) -> Result<Self::Ok, Error> {
-        Ok(WorkflowArgumentValue::int(v.into()))
-    }
-    fn serialize_u16(self, v: u16) -> Result<Self::Ok, Error> {
-        Ok(WorkflowArgumentValue::int(v.into()))
-    }
-    fn serialize_u32(self, v: u32) -> Result<Self::Ok, Error> {
-        Ok(WorkflowArgumentValue::int(v.into()))
-    }
-    fn serialize_u64(self, v: u64) -> Result<Self::Ok, Error> {
-        Ok(wide_int(v))
-    }
-    fn serialize_u128(self, v: u128) -> Result<Self::Ok, Error> {
-        Ok(wide_int(v))
+    serialize_with! {
+        serialize_i8(i8) => narrow_int,
+        serialize_i16(i16) => narrow_int,
+        serialize_i32(i32) => narrow_int,
+        serialize_i64(i64) => narrow_int,
+        serialize_i128(i128) => wide_int,
+        serialize_u8(u8) => narrow_int,
+        serialize_u16(u16) => narrow_int,
+        serialize_u32(u32) => narrow_int,
+        serialize_u64(u64) => wide_int,
+        serialize_u128(u128) => wide_int,
     }
     fn serialize_f32(self, v: f32) -> Result<Self::Ok, Error> {
         Ok(WorkflowArgumentValue::double(v.into()))
@@ -414,6 +411,11 @@ impl ser::SerializeStructVariant for VariantSerializer<StructSerializer> {
 /// is an error.
 struct KeySerializer;
 
+/// Bools, integers and chars as keys: their `Display` form.
+fn display_key<T: ToString>(v: T) -> String {
+    v.to_string()
+}
+
 fn key_error() -> Error {
     Error::msg("map keys must be strings, numbers, bools or chars")
 }
@@ -429,47 +431,25 @@ impl ser::Serializer for KeySerializer {
     type SerializeStruct = ser::Impossible<String, Error>;
     type SerializeStructVariant = ser::Impossible<String, Error>;
 
-    fn serialize_bool(self, v: bool) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_i8(self, v: i8) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_i16(self, v: i16) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_i32(self, v: i32) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_i64(self, v: i64) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_i128(self, v: i128) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_u8(self, v: u8) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_u16(self, v: u16) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_u32(self, v: u32) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_u64(self, v: u64) -> Result<String, Error> {
-        Ok(v.to_string())
-    }
-    fn serialize_u128(self, v: u128) -> Result<String, Error> {
-        Ok(v.to_string())
+    serialize_with! {
+        serialize_bool(bool) => display_key,
+        serialize_i8(i8) => display_key,
+        serialize_i16(i16) => display_key,
+        serialize_i32(i32) => display_key,
+        serialize_i64(i64) => display_key,
+        serialize_i128(i128) => display_key,
+        serialize_u8(u8) => display_key,
+        serialize_u16(u16) => display_key,
+        serialize_u32(u32) => display_key,
+        serialize_u64(u64) => display_key,
+        serialize_u128(u128) => display_key,
+        serialize_char(char) => display_key,
     }
     fn serialize_f32(self, _v: f32) -> Result<String, Error> {
         Err(key_error())
     }
     fn serialize_f64(self, _v: f64) -> Result<String, Error> {
         Err(key_error())
-    }
-    fn serialize_char(self, v: char) -> Result<String, Error> {
-        Ok(v.to_string())
     }
     fn serialize_str(self, v: &str) -> Result<String, Error> {
         Ok(v.to_owned())
