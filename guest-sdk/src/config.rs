@@ -23,7 +23,7 @@
 use std::fmt;
 use std::rc::Rc;
 
-use crate::deps::{Dependency, DependencyError, Resolver};
+use crate::deps::builtin_dependency;
 use crate::Error;
 
 /// The plugin's configuration values and secrets.
@@ -75,20 +75,15 @@ impl fmt::Debug for Config {
     }
 }
 
-impl Dependency for Config {
-    const NAME: &'static str = "Config";
-
-    fn construct(resolver: &Resolver) -> Result<Self, DependencyError> {
-        let backend = match &resolver.backends().config {
-            Some(backend) => Rc::clone(backend),
-            None => host_backend()?,
-        };
-        Ok(Config { backend })
-    }
-}
+builtin_dependency!(
+    Config,
+    config,
+    import "cairn:plugin/config",
+    double "cairn_sdk::testing::FixedConfig::new([(\"key\", \"value\")])"
+);
 
 #[cfg(target_arch = "wasm32")]
-fn host_backend() -> Result<Rc<dyn ConfigBackend>, DependencyError> {
+fn host_backend() -> Result<Rc<dyn ConfigBackend>, crate::deps::DependencyError> {
     struct Host;
 
     impl ConfigBackend for Host {
@@ -98,13 +93,4 @@ fn host_backend() -> Result<Rc<dyn ConfigBackend>, DependencyError> {
     }
 
     Ok(Rc::new(Host))
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn host_backend() -> Result<Rc<dyn ConfigBackend>, DependencyError> {
-    Err(DependencyError::no_backend(
-        "cairn:plugin/config",
-        "config",
-        "cairn_sdk::testing::FixedConfig::new([(\"key\", \"value\")])",
-    ))
 }

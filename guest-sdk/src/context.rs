@@ -30,7 +30,7 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use crate::deps::{Dependency, DependencyError, Resolver};
+use crate::deps::builtin_dependency;
 
 /// The id of the action row being run (or of the one-off `cairn invoke`).
 pub fn action_id() -> String {
@@ -115,17 +115,7 @@ impl ContextBackend for Global {
     }
 }
 
-impl Dependency for Context {
-    const NAME: &'static str = "Context";
-
-    fn construct(resolver: &Resolver) -> Result<Self, DependencyError> {
-        let backend = match &resolver.backends().context {
-            Some(backend) => Rc::clone(backend),
-            None => Rc::new(Global),
-        };
-        Ok(Context { backend })
-    }
-}
+builtin_dependency!(Context, context, Rc::new(Global));
 
 #[cfg(target_arch = "wasm32")]
 mod imp {

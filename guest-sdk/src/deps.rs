@@ -213,6 +213,59 @@ pub(crate) struct Backends {
     provided: Vec<(TypeId, Rc<dyn Any>)>,
 }
 
+/// The [`Resolver`] builder methods that install a test double: one per
+/// [`Backends`] slot, each storing `backend` in the slot of the same name.
+macro_rules! backend_setters {
+    ($($(#[$doc:meta])* $slot:ident: $backend:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $slot(mut self, backend: impl $backend + 'static) -> Self {
+            self.backends.$slot = Some(Rc::new(backend));
+            self
+        }
+    )*};
+}
+
+/// `impl Dependency` for a built-in dependency `$ty { backend }`: the test
+/// double in the [`Backends`] slot `$slot` if the resolver has one, else the
+/// fallback.
+///
+/// With `import`, the fallback is the host import: `host_backend()` in a
+/// component; natively, where there is no host, a `MissingBackend` error
+/// naming the import and suggesting `double`. Otherwise the fallback is the
+/// expression given (the stderr/thread-local backends of `Log` and
+/// `Context`).
+macro_rules! builtin_dependency {
+    ($ty:ident, $slot:ident, import $import:literal, double $double:literal) => {
+        $crate::deps::builtin_dependency!($ty, $slot, {
+            #[cfg(target_arch = "wasm32")]
+            let backend = host_backend();
+            #[cfg(not(target_arch = "wasm32"))]
+            let backend = Err($crate::deps::DependencyError::no_backend(
+                $import,
+                stringify!($slot),
+                $double,
+            ));
+            backend?
+        });
+    };
+    ($ty:ident, $slot:ident, $fallback:expr) => {
+        impl $crate::deps::Dependency for $ty {
+            const NAME: &'static str = stringify!($ty);
+
+            fn construct(
+                resolver: &$crate::deps::Resolver,
+            ) -> Result<Self, $crate::deps::DependencyError> {
+                let backend = match &resolver.backends().$slot {
+                    Some(backend) => ::std::rc::Rc::clone(backend),
+                    None => $fallback,
+                };
+                Ok($ty { backend })
+            }
+        }
+    };
+}
+pub(crate) use builtin_dependency;
+
 /// Resolves `Dep<T>` parameters for one invocation: the backends built-in
 /// dependencies use, and the cache of values built so far.
 ///
@@ -255,46 +308,25 @@ impl Resolver {
         Resolver::default()
     }
 
-    /// Use `backend` for [`Kv`](crate::Kv), e.g.
-    /// [`testing::MemoryKv`](crate::testing::MemoryKv).
-    pub fn kv(mut self, backend: impl KvBackend + 'static) -> Self {
-        self.backends.kv = Some(Rc::new(backend));
-        self
-    }
-
-    /// Use `backend` for [`Config`](crate::Config), e.g.
-    /// [`testing::FixedConfig`](crate::testing::FixedConfig).
-    pub fn config(mut self, backend: impl ConfigBackend + 'static) -> Self {
-        self.backends.config = Some(Rc::new(backend));
-        self
-    }
-
-    /// Use `backend` for [`Http`](crate::Http), e.g.
-    /// [`testing::ScriptedHttp`](crate::testing::ScriptedHttp).
-    pub fn http(mut self, backend: impl HttpBackend + 'static) -> Self {
-        self.backends.http = Some(Rc::new(backend));
-        self
-    }
-
-    /// Use `backend` for [`Enqueue`](crate::Enqueue), e.g.
-    /// [`testing::RecordingEnqueue`](crate::testing::RecordingEnqueue).
-    pub fn enqueue(mut self, backend: impl EnqueueBackend + 'static) -> Self {
-        self.backends.enqueue = Some(Rc::new(backend));
-        self
-    }
-
-    /// Use `backend` for [`Log`](crate::Log), e.g.
-    /// [`testing::RecordingLog`](crate::testing::RecordingLog).
-    pub fn log(mut self, backend: impl LogBackend + 'static) -> Self {
-        self.backends.log = Some(Rc::new(backend));
-        self
-    }
-
-    /// Use `backend` for [`Context`](crate::Context), e.g.
-    /// [`testing::FixedContext`](crate::testing::FixedContext).
-    pub fn context(mut self, backend: impl ContextBackend + 'static) -> Self {
-        self.backends.context = Some(Rc::new(backend));
-        self
+    backend_setters! {
+        /// Use `backend` for [`Kv`](crate::Kv), e.g.
+        /// [`testing::MemoryKv`](crate::testing::MemoryKv).
+        kv: KvBackend;
+        /// Use `backend` for [`Config`](crate::Config), e.g.
+        /// [`testing::FixedConfig`](crate::testing::FixedConfig).
+        config: ConfigBackend;
+        /// Use `backend` for [`Http`](crate::Http), e.g.
+        /// [`testing::ScriptedHttp`](crate::testing::ScriptedHttp).
+        http: HttpBackend;
+        /// Use `backend` for [`Enqueue`](crate::Enqueue), e.g.
+        /// [`testing::RecordingEnqueue`](crate::testing::RecordingEnqueue).
+        enqueue: EnqueueBackend;
+        /// Use `backend` for [`Log`](crate::Log), e.g.
+        /// [`testing::RecordingLog`](crate::testing::RecordingLog).
+        log: LogBackend;
+        /// Use `backend` for [`Context`](crate::Context), e.g.
+        /// [`testing::FixedContext`](crate::testing::FixedContext).
+        context: ContextBackend;
     }
 
     /// Skip building `T` altogether: every `Dep<T>` resolved from this

@@ -42,7 +42,7 @@ use cairn_payload::workflow_argument_value::Kind;
 use cairn_payload::WorkflowArguments;
 use serde::Serialize;
 
-use crate::deps::{Dependency, DependencyError, Resolver};
+use crate::deps::builtin_dependency;
 use crate::error::SDK_MODULE;
 use crate::Error;
 
@@ -193,20 +193,15 @@ impl fmt::Debug for Enqueue {
     }
 }
 
-impl Dependency for Enqueue {
-    const NAME: &'static str = "Enqueue";
-
-    fn construct(resolver: &Resolver) -> Result<Self, DependencyError> {
-        let backend = match &resolver.backends().enqueue {
-            Some(backend) => Rc::clone(backend),
-            None => host_backend()?,
-        };
-        Ok(Enqueue { backend })
-    }
-}
+builtin_dependency!(
+    Enqueue,
+    enqueue,
+    import "cairn:plugin/enqueue",
+    double "cairn_sdk::testing::RecordingEnqueue::new()"
+);
 
 #[cfg(target_arch = "wasm32")]
-fn host_backend() -> Result<Rc<dyn EnqueueBackend>, DependencyError> {
+fn host_backend() -> Result<Rc<dyn EnqueueBackend>, crate::deps::DependencyError> {
     use crate::bindings::cairn::plugin::enqueue as wit;
 
     struct Host;
@@ -235,13 +230,4 @@ fn host_backend() -> Result<Rc<dyn EnqueueBackend>, DependencyError> {
     }
 
     Ok(Rc::new(Host))
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn host_backend() -> Result<Rc<dyn EnqueueBackend>, DependencyError> {
-    Err(DependencyError::no_backend(
-        "cairn:plugin/enqueue",
-        "enqueue",
-        "cairn_sdk::testing::RecordingEnqueue::new()",
-    ))
 }

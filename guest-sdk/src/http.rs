@@ -34,7 +34,7 @@
 use std::fmt;
 use std::rc::Rc;
 
-use crate::deps::{Dependency, DependencyError, Resolver};
+use crate::deps::builtin_dependency;
 use crate::error::SDK_MODULE;
 use crate::Error;
 
@@ -343,12 +343,8 @@ pub(crate) struct UrlParts<'a> {
 /// (it is never sent) and an empty path becomes `/`.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 pub(crate) fn split_url(url: &str) -> Result<UrlParts<'_>, Error> {
-    let invalid = |why: &str| {
-        http_error(
-            format!("invalid URL `{}`: {why}", redact_url(url)),
-            false,
-        )
-    };
+    let invalid =
+        |why: &str| http_error(format!("invalid URL `{}`: {why}", redact_url(url)), false);
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| invalid("expected an absolute URL such as `https://host/path`"))?;
@@ -377,29 +373,15 @@ pub(crate) fn split_url(url: &str) -> Result<UrlParts<'_>, Error> {
     })
 }
 
-impl Dependency for Http {
-    const NAME: &'static str = "Http";
-
-    fn construct(resolver: &Resolver) -> Result<Self, DependencyError> {
-        let backend = match &resolver.backends().http {
-            Some(backend) => Rc::clone(backend),
-            None => host_backend()?,
-        };
-        Ok(Http { backend })
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn host_backend() -> Result<Rc<dyn HttpBackend>, DependencyError> {
-    Err(DependencyError::no_backend(
-        "wasi:http/outgoing-handler",
-        "http",
-        "cairn_sdk::testing::ScriptedHttp::new()",
-    ))
-}
+builtin_dependency!(
+    Http,
+    http,
+    import "wasi:http/outgoing-handler",
+    double "cairn_sdk::testing::ScriptedHttp::new()"
+);
 
 #[cfg(target_arch = "wasm32")]
-fn host_backend() -> Result<Rc<dyn HttpBackend>, DependencyError> {
+fn host_backend() -> Result<Rc<dyn HttpBackend>, crate::deps::DependencyError> {
     Ok(Rc::new(wasi::Host))
 }
 

@@ -38,7 +38,7 @@ use prost::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::deps::{Dependency, DependencyError, Resolver};
+use crate::deps::builtin_dependency;
 use crate::error::SDK_MODULE;
 use crate::Error;
 
@@ -207,20 +207,15 @@ impl fmt::Debug for Kv {
     }
 }
 
-impl Dependency for Kv {
-    const NAME: &'static str = "Kv";
-
-    fn construct(resolver: &Resolver) -> Result<Self, DependencyError> {
-        let backend = match &resolver.backends().kv {
-            Some(backend) => Rc::clone(backend),
-            None => host_backend()?,
-        };
-        Ok(Kv { backend })
-    }
-}
+builtin_dependency!(
+    Kv,
+    kv,
+    import "cairn:plugin/kv",
+    double "cairn_sdk::testing::MemoryKv::new()"
+);
 
 #[cfg(target_arch = "wasm32")]
-fn host_backend() -> Result<Rc<dyn KvBackend>, DependencyError> {
+fn host_backend() -> Result<Rc<dyn KvBackend>, crate::deps::DependencyError> {
     use crate::bindings::cairn::plugin::kv as wit;
 
     struct Host;
@@ -254,13 +249,4 @@ fn host_backend() -> Result<Rc<dyn KvBackend>, DependencyError> {
     }
 
     Ok(Rc::new(Host))
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn host_backend() -> Result<Rc<dyn KvBackend>, DependencyError> {
-    Err(DependencyError::no_backend(
-        "cairn:plugin/kv",
-        "kv",
-        "cairn_sdk::testing::MemoryKv::new()",
-    ))
 }

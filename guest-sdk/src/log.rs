@@ -29,7 +29,7 @@
 use std::fmt;
 use std::rc::Rc;
 
-use crate::deps::{Dependency, DependencyError, Resolver};
+use crate::deps::builtin_dependency;
 
 /// A record's severity, mapped one to one onto `tracing` levels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,17 +145,7 @@ impl LogBackend for Global {
     }
 }
 
-impl Dependency for Log {
-    const NAME: &'static str = "Log";
-
-    fn construct(resolver: &Resolver) -> Result<Self, DependencyError> {
-        let backend = match &resolver.backends().log {
-            Some(backend) => Rc::clone(backend),
-            None => Rc::new(Global),
-        };
-        Ok(Log { backend })
-    }
-}
+builtin_dependency!(Log, log, Rc::new(Global));
 
 #[cfg(target_arch = "wasm32")]
 mod imp {
