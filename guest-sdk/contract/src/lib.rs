@@ -152,7 +152,7 @@ fn error(text: &str, why: DurationProblem) -> DurationError {
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     for (unit, scale) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms >= scale && ms % scale == 0 {
+        if ms >= scale && ms.is_multiple_of(scale) {
             return format!("{}{unit}", ms / scale);
         }
     }
