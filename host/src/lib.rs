@@ -26,7 +26,8 @@
 //!
 //! Side concerns hang off it: [`reload`] (watch the plugin directory, swap
 //! plugins while serving), [`metrics`] (what the worker and the reloader
-//! count), [`logging`] (text or JSON lines with stable field names), [`db`] (which
+//! count), [`ops`] (`--http`: `/healthz`, `/metrics` and the dashboard),
+//! [`logging`] (text or JSON lines with stable field names), [`db`] (which
 //! PostgreSQL, the embedded one by default), [`bench`], [`cli`] (including
 //! the queue-control commands over [`queue::admin`]). Shared helpers have homes of their own:
 //! [`error`] (one-line errors), [`key`] (action keys and digests); the
@@ -49,6 +50,7 @@ pub mod key;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod ops;
 pub mod plugin;
 mod progress;
 pub mod queue;
