@@ -52,6 +52,9 @@ pub struct Options {
     /// Passed to the child as `--database-url` (otherwise it finds the same
     /// embedded server through the environment).
     pub database_url: Option<String>,
+    /// Passed to the child as `--http` (`CAIRN_HTTP`), to measure what
+    /// serving metrics and the dashboard costs (docs/benchmarks.md).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// What was measured.
@@ -118,12 +121,12 @@ impl fmt::Display for Report {
 /// The child fails to start or exits early, an action fails, or a phase
 /// exceeds its time limit.
 pub async fn run(db: &Database, options: &Options) -> Result<Report> {
-    let no_env: [(&str, &str); 0] = [];
+    let http = options.http.map(|addr| ("CAIRN_HTTP", addr.to_string()));
     let mut child = ServeChild::start(
         &options.plugins,
         options.concurrency,
         options.database_url.as_deref(),
-        no_env,
+        http,
     )?;
     let outcome = measure(db, options, &mut child).await;
     child.stop().await;
@@ -167,6 +170,7 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
         left -= n;
     }
     let enqueue_time = started.elapsed();
+    let bar = crate::progress::bar(ids.len() as u64, "throughput", "actions");
     loop {
         child.check_running()?;
         let (finished, failed): (i64, i64) = sqlx::query_as(
@@ -180,7 +184,9 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
         if failed > 0 {
             bail!("bench: {failed} actions failed (see `cairn result ID`)");
         }
+        bar.set_position(finished as u64);
         if finished as usize == ids.len() {
+            bar.finish_and_clear();
             break;
         }
         if started.elapsed() > THROUGHPUT_LIMIT {
@@ -204,6 +210,7 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(RESULTS_CHANNEL).await?;
     let mut latencies = Vec::with_capacity(options.trickle);
+    let bar = crate::progress::bar(options.trickle as u64, "latency", "actions");
     for _ in 0..options.trickle {
         let t0 = Instant::now();
         let id = client.enqueue(&request).await?.to_string();
@@ -218,7 +225,9 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
             }
         }
         latencies.push(t0.elapsed());
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     latencies.sort();
     Ok(Report {
         actions: options.actions,
