@@ -343,12 +343,8 @@ pub(crate) struct UrlParts<'a> {
 /// (it is never sent) and an empty path becomes `/`.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 pub(crate) fn split_url(url: &str) -> Result<UrlParts<'_>, Error> {
-    let invalid = |why: &str| {
-        http_error(
-            format!("invalid URL `{}`: {why}", redact_url(url)),
-            false,
-        )
-    };
+    let invalid =
+        |why: &str| http_error(format!("invalid URL `{}`: {why}", redact_url(url)), false);
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| invalid("expected an absolute URL such as `https://host/path`"))?;
