@@ -351,6 +351,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             no_watch,
             http,
         } => {
+            let shutdown = shutdown_signal()?;
             // Checked before anything starts: a non-loopback address
             // without a token refuses to serve at all.
             let http = http.map(HttpConfig::from_env).transpose()?;
@@ -378,7 +379,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             let db = db.connect().await?;
             let host = Host::start(options, db.pool().clone()).await?;
-            host.run(shutdown_signal()).await?;
+            host.run(shutdown).await?;
             db.close().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -465,20 +466,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Listens for SIGINT and SIGTERM from the moment it is called, and returns
+/// a future that resolves on the first of them. `serve` calls it before
+/// anything starts: a signal that arrives while the host connects, loads
+/// or registers is then a graceful shutdown once it runs, not the default
+/// action (death without deregistering). (Listening lazily, when the worker
+/// first polled the future, left that window open.)
+///
+/// # Errors
+/// The signal handlers cannot be installed.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use anyhow::Context;
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
         }
-        Err(err) => {
-            tracing::warn!("cannot listen for SIGTERM ({err}); only SIGINT stops the host");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("shutdown signal received");
+        tracing::info!("shutdown signal received");
+    })
 }
