@@ -61,7 +61,15 @@ impl Engine {
             .total_memories(times(2)?)
             .total_tables(times(4)?)
             .total_stacks(slots)
-            .max_memory_size(usize::try_from(limits.memory_bytes).context("memory cap too large")?);
+            .max_memory_size(usize::try_from(limits.memory_bytes).context("memory cap too large")?)
+            .linear_memory_keep_resident(limits.memory_keep_resident)
+            .table_keep_resident(limits.table_keep_resident)
+            .decommit_batch_size(limits.decommit_batch_size.max(1))
+            .pagemap_scan(if limits.pagemap_scan {
+                wasmtime::Enabled::Auto
+            } else {
+                wasmtime::Enabled::No
+            });
 
         let mut config = Config::new();
         config

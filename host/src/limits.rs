@@ -33,6 +33,23 @@ pub struct Limits {
     pub max_output_bytes: usize,
     /// Wasm stack limit per instance.
     pub max_wasm_stack: usize,
+    /// Pooling allocator: how much of a linear memory is reset in place
+    /// (dirty pages copied back from the image or zeroed) when its instance
+    /// is dropped, instead of being given back to the kernel with `madvise`.
+    /// A fresh instance per call makes this the hot path: `madvise` costs a
+    /// TLB shootdown on every core running the host, and the next instance
+    /// in the slot page-faults the memory back in.
+    pub memory_keep_resident: usize,
+    /// The same for tables.
+    pub table_keep_resident: usize,
+    /// Pooling allocator: find the dirty pages with Linux's `PAGEMAP_SCAN`
+    /// (kernel 6.7+) so only those are reset; without it the first
+    /// `memory_keep_resident` bytes are reset whether touched or not.
+    /// Falls back by itself where the kernel lacks it.
+    pub pagemap_scan: bool,
+    /// Pooling allocator: decommits (what is left to `madvise` after the
+    /// keep-resident part) gathered into one `process_madvise` call.
+    pub decommit_batch_size: usize,
 }
 
 impl Default for Limits {
@@ -45,13 +62,25 @@ impl Default for Limits {
             pool_instances: 256,
             max_output_bytes: 1 << 20,
             max_wasm_stack: 1 << 20,
+            // Measured (docs/benchmarks.md, "Per-action budget"): a no-op
+            // call went from ~65 to ~16 µs of host CPU with these three.
+            // Resident memory is at most this much per pooled slot that
+            // was used, and only what a guest dirtied.
+            memory_keep_resident: 4 << 20,
+            table_keep_resident: 64 << 10,
+            pagemap_scan: true,
+            // Batching what is left to madvise made no measurable
+            // difference once the above keep no-op calls off madvise.
+            decommit_batch_size: 1,
         }
     }
 }
 
 impl Limits {
     /// Defaults with `CAIRN_MEMORY_MIB`, `CAIRN_TIMEOUT_MS`,
-    /// `CAIRN_POOL_INSTANCES` and `CAIRN_MAX_OUTPUT_BYTES` applied.
+    /// `CAIRN_POOL_INSTANCES`, `CAIRN_MAX_OUTPUT_BYTES` and the pool knobs
+    /// `CAIRN_POOL_MEMORY_KEEP_RESIDENT_KIB`, `CAIRN_POOL_TABLE_KEEP_RESIDENT_KIB`,
+    /// `CAIRN_POOL_PAGEMAP_SCAN` (0/1) and `CAIRN_POOL_DECOMMIT_BATCH` applied.
     ///
     /// # Errors
     /// A variable that is set but is not a positive integer.
@@ -72,7 +101,40 @@ impl Limits {
             limits.max_output_bytes =
                 usize::try_from(n).context("CAIRN_MAX_OUTPUT_BYTES is too large")?;
         }
+        let kib = |name: &str, kib: u64| -> Result<usize> {
+            kib.checked_mul(1 << 10)
+                .and_then(|bytes| usize::try_from(bytes).ok())
+                .with_context(|| format!("{name}={kib} is too large"))
+        };
+        if let Some(n) = env_u64_or_zero("CAIRN_POOL_MEMORY_KEEP_RESIDENT_KIB")? {
+            limits.memory_keep_resident = kib("CAIRN_POOL_MEMORY_KEEP_RESIDENT_KIB", n)?;
+        }
+        if let Some(n) = env_u64_or_zero("CAIRN_POOL_TABLE_KEEP_RESIDENT_KIB")? {
+            limits.table_keep_resident = kib("CAIRN_POOL_TABLE_KEEP_RESIDENT_KIB", n)?;
+        }
+        if let Some(flag) = env_u64_or_zero("CAIRN_POOL_PAGEMAP_SCAN")? {
+            limits.pagemap_scan = match flag {
+                0 => false,
+                1 => true,
+                _ => bail!("CAIRN_POOL_PAGEMAP_SCAN={flag} is not 0 or 1"),
+            };
+        }
+        if let Some(n) = env_u64("CAIRN_POOL_DECOMMIT_BATCH")? {
+            limits.decommit_batch_size =
+                usize::try_from(n).context("CAIRN_POOL_DECOMMIT_BATCH is too large")?;
+        }
         Ok(limits)
+    }
+}
+
+fn env_u64_or_zero(name: &str) -> Result<Option<u64>> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{name} is not valid UTF-8"),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Err(_) => bail!("{name}={text:?} is not a non-negative integer"),
+            Ok(n) => Ok(Some(n)),
+        },
     }
 }
 

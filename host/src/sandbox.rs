@@ -119,20 +119,53 @@ impl Failure {
         }
     }
 
+    /// A guest's `action-error`. Its `details` become the payload's
+    /// `values`, except the two entries the WIT record has no field for
+    /// ([`cairn_contract::ERROR_TRACEBACK_KEY`],
+    /// [`cairn_contract::ERROR_TYPE_HIERARCHY_KEY`]), which become the
+    /// payload's `traceback` and `type_hierarchy`; a malformed one stays in
+    /// `values`.
     fn from_guest(error: ActionError) -> Self {
-        let values = error
+        let mut values = error
             .details
             .as_deref()
             .and_then(|bytes| WorkflowDictArgument::decode(bytes).ok());
+        let mut traceback = String::new();
+        let mut type_hierarchy = vec![error.type_name.clone()];
+        if let Some(dict) = values.as_mut() {
+            dict.entries.retain(|entry| {
+                let value = entry.value.as_ref();
+                match entry.key.as_str() {
+                    cairn_contract::ERROR_TRACEBACK_KEY => match value.and_then(string_of) {
+                        Some(text) => {
+                            traceback = text.to_owned();
+                            false
+                        }
+                        None => true,
+                    },
+                    cairn_contract::ERROR_TYPE_HIERARCHY_KEY => match value.and_then(strings_of) {
+                        Some(names) if !names.is_empty() => {
+                            type_hierarchy = names;
+                            false
+                        }
+                        _ => true,
+                    },
+                    _ => true,
+                }
+            });
+            if dict.entries.is_empty() {
+                values = None;
+            }
+        }
         Failure {
             kind: FailureKind::Action,
             error: WorkflowErrorValue {
-                r#type: error.type_name.clone(),
+                r#type: error.type_name,
                 module: error.module,
                 message: error.message,
-                traceback: String::new(),
+                traceback,
                 values,
-                type_hierarchy: vec![error.type_name],
+                type_hierarchy,
             },
             retryable: error.retryable,
         }
@@ -150,6 +183,33 @@ impl fmt::Display for Failure {
         let message = self.error.message.replace('\n', " ");
         write!(f, "{}: {}", self.error.r#type, message)
     }
+}
+
+/// The string a value holds, if it is a string primitive.
+fn string_of(value: &cairn_payload::WorkflowArgumentValue) -> Option<&str> {
+    use cairn_payload::messages::primitive_workflow_argument::Kind as P;
+    use cairn_payload::messages::workflow_argument_value::Kind as K;
+    match &value.kind {
+        Some(K::Primitive(p)) => match &p.kind {
+            Some(P::StringValue(s)) => Some(s),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The strings a list or tuple of strings holds.
+fn strings_of(value: &cairn_payload::WorkflowArgumentValue) -> Option<Vec<String>> {
+    use cairn_payload::messages::workflow_argument_value::Kind as K;
+    let items = match &value.kind {
+        Some(K::ListValue(list)) => &list.items,
+        Some(K::TupleValue(tuple)) => &tuple.items,
+        _ => return None,
+    };
+    items
+        .iter()
+        .map(|item| string_of(item).map(str::to_owned))
+        .collect()
 }
 
 /// One attempt of one action.
@@ -374,8 +434,80 @@ enum Stage {
 
 #[cfg(test)]
 mod tests {
-    use super::budget;
+    use super::{budget, ActionError, Failure};
+    use cairn_payload::messages::{
+        primitive_workflow_argument::Kind as P, workflow_argument_value::Kind as K,
+        PrimitiveWorkflowArgument, WorkflowArgument, WorkflowArgumentValue, WorkflowDictArgument,
+        WorkflowListArgument,
+    };
+    use prost::Message;
     use std::time::Duration;
+
+    fn text(s: &str) -> WorkflowArgumentValue {
+        WorkflowArgumentValue {
+            kind: Some(K::Primitive(PrimitiveWorkflowArgument {
+                kind: Some(P::StringValue(s.to_owned())),
+            })),
+        }
+    }
+
+    fn entry(key: &str, value: WorkflowArgumentValue) -> WorkflowArgument {
+        WorkflowArgument {
+            key: key.to_owned(),
+            value: Some(value),
+        }
+    }
+
+    fn guest_error(entries: Vec<WorkflowArgument>) -> ActionError {
+        ActionError {
+            type_name: "ZeroDivisionError".into(),
+            module: "builtins".into(),
+            message: "division by zero".into(),
+            retryable: false,
+            details: Some(WorkflowDictArgument { entries }.encode_to_vec()),
+        }
+    }
+
+    #[test]
+    fn a_guests_traceback_and_type_hierarchy_leave_values_for_their_own_fields() {
+        let hierarchy = WorkflowArgumentValue {
+            kind: Some(K::ListValue(WorkflowListArgument {
+                items: vec![text("ZeroDivisionError"), text("ArithmeticError")],
+            })),
+        };
+        let failure = Failure::from_guest(guest_error(vec![
+            entry(
+                cairn_contract::ERROR_TRACEBACK_KEY,
+                text("File \"app.py\", line 3"),
+            ),
+            entry(cairn_contract::ERROR_TYPE_HIERARCHY_KEY, hierarchy),
+            entry("divisor", text("0")),
+        ]));
+        assert_eq!(failure.error.traceback, "File \"app.py\", line 3");
+        assert_eq!(
+            failure.error.type_hierarchy,
+            ["ZeroDivisionError", "ArithmeticError"]
+        );
+        let values = failure.error.values.expect("the guest's own entry stays");
+        assert_eq!(values.entries.len(), 1);
+        assert_eq!(values.entries[0].key, "divisor");
+    }
+
+    #[test]
+    fn a_malformed_traceback_entry_stays_in_values() {
+        let not_text = WorkflowArgumentValue {
+            kind: Some(K::Primitive(PrimitiveWorkflowArgument {
+                kind: Some(P::IntValue(3)),
+            })),
+        };
+        let failure = Failure::from_guest(guest_error(vec![entry(
+            cairn_contract::ERROR_TRACEBACK_KEY,
+            not_text,
+        )]));
+        assert_eq!(failure.error.traceback, "");
+        assert_eq!(failure.error.type_hierarchy, ["ZeroDivisionError"]);
+        assert_eq!(failure.error.values.map(|v| v.entries.len()), Some(1));
+    }
 
     #[test]
     fn the_row_beats_the_action_which_beats_the_default_and_the_cap_only_narrows() {

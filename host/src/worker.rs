@@ -265,6 +265,7 @@ impl Worker {
 
         let permits = Arc::new(Semaphore::new(concurrency));
         let mut claims = ClaimSet::default();
+        let mut claim_connection = ClaimConnection::default();
         tokio::pin!(shutdown);
         'claim: loop {
             // Claim as many rows as there are free permits, never more.
@@ -280,7 +281,10 @@ impl Worker {
                     shared.config.default_max_attempts,
                     &shared.metrics,
                 );
-                match queue::claim(&pool, &owner, free as u32, shared.config.lease, served).await {
+                let claimed = claim_connection
+                    .claim(&pool, &owner, free as u32, shared.config.lease, served)
+                    .await;
+                match claimed {
                     Ok(rows) => {
                         saturated = rows.len() >= free;
                         if !rows.is_empty() {
@@ -384,6 +388,54 @@ async fn gather_capacity(
         }
     }
     true
+}
+
+/// The claim loop's own connection, with `synchronous_commit = off`: a
+/// claim's commit does not wait for the WAL flush (one fsync less between
+/// enqueue and result, and no commit latency in the claim loop). Safe
+/// because a claim is not an outcome: if the server crashes before the
+/// claim is flushed, its rows are simply queued again (their attempt not
+/// counted), and this host's completions for them are refused by the lease
+/// guard — the host lost its lease, and the row runs again elsewhere.
+/// Every completion commits synchronously, and flushing its commit record
+/// flushes every claim before it. Replaced after any error.
+#[derive(Default)]
+struct ClaimConnection {
+    conn: Option<sqlx::PgConnection>,
+}
+
+impl ClaimConnection {
+    /// [`queue::claim`] on this connection, opening it first if needed.
+    async fn claim(
+        &mut self,
+        pool: &PgPool,
+        owner: &str,
+        limit: u32,
+        lease: Duration,
+        served: &[ServedAction],
+    ) -> Result<Vec<ClaimedAction>> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let mut conn = pool
+                    .acquire()
+                    .await
+                    .context("worker claim connection")?
+                    .detach();
+                sqlx::query("SET synchronous_commit = off")
+                    .execute(&mut conn)
+                    .await
+                    .context("worker claim connection")?;
+                self.conn.insert(conn)
+            }
+        };
+        let claimed = queue::claim(&mut *conn, owner, limit, lease, served).await;
+        if claimed.is_err() {
+            // A broken connection, or one in an unknown state: start afresh.
+            self.conn = None;
+        }
+        claimed
+    }
 }
 
 /// A row claimed beyond the free permits (a `cairn.claim` that returned more

@@ -302,8 +302,8 @@ async fn plugins_invoke_and_serve_agree_on_who_owns_a_contested_action() -> Resu
     ensure!(owner.contains("a.wasm"), "owner: {owner}");
     let rejected = text
         .lines()
-        .find(|l| l.starts_with("REJECTED b.wasm: (register)"))
-        .with_context(|| format!("b.wasm not listed as rejected:\n{text}"))?;
+        .find(|l| l.starts_with("REJECTED b.wasm: (register) (waiting)"))
+        .with_context(|| format!("b.wasm not listed as rejected and waiting:\n{text}"))?;
     ensure!(rejected.contains("a.wasm"), "{rejected}");
 
     let invoked = run(&["invoke", "versioned:version", "--plugins", &d])?;

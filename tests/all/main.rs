@@ -8,6 +8,7 @@ mod deps;
 mod embedded;
 mod ops;
 mod pg;
+mod python;
 mod queue;
 mod registry;
 mod reload;

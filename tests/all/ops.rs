@@ -600,6 +600,33 @@ fn hex_digest(path: &std::path::Path) -> Result<String> {
     Ok(hex::encode(sha2::Sha256::digest(std::fs::read(path)?)))
 }
 
+#[tokio::test]
+async fn a_retried_row_that_failed_before_action_kinds_existed_runs_again() -> Result<()> {
+    let db = fresh_db().await?;
+    let host = InProcess::start(&db.pool, &["math"], fast_worker()).await?;
+    let client = Client::new(db.pool.clone());
+    let bad = enqueue(&client, "math:divide", json!({"a": 1, "b": 0})).await?;
+    finished(&client, bad, SOON).await?;
+    assert_eq!(row_state(&db.pool, bad).await?, (ActionStatus::Failed, 1));
+    // As a row that finished before migration 0005 is: no action kind.
+    sqlx::query("UPDATE cairn.actions SET kind = NULL WHERE id = $1")
+        .bind(bad)
+        .execute(&db.pool)
+        .await?;
+    let report = cairn::queue::admin::retry(&db.pool, &[bad]).await?;
+    assert_eq!(report.done, [bad]);
+    until(
+        "the retried row to be claimed and fail again",
+        SOON,
+        || async {
+            Ok((row_state(&db.pool, bad).await? == (ActionStatus::Failed, 2)).then_some(()))
+        },
+    )
+    .await?;
+    host.stop(SOON).await?;
+    Ok(())
+}
+
 /// The plugin files host `host_id` has published in `cairn.hosts`.
 async fn published(pool: &sqlx::PgPool, host_id: &str) -> Result<Vec<LoadedPlugin>> {
     let json: Value = sqlx::query_scalar("SELECT plugins FROM cairn.hosts WHERE host_id = $1")

@@ -307,9 +307,15 @@ impl Served {
             .await
     }
 
-    /// Wait for row `id` to succeed; returns (version, attempts).
+    /// Wait (within [`SOON`]) for row `id` to succeed; returns (version,
+    /// attempts).
     async fn version_of(&self, id: i64) -> Result<(u32, u32)> {
-        let row = self.client.wait(id, SOON).await?;
+        self.version_within(id, SOON).await
+    }
+
+    /// [`version_of`](Self::version_of), waiting at most `limit`.
+    async fn version_within(&self, id: i64, limit: Duration) -> Result<(u32, u32)> {
+        let row = self.client.wait(id, limit).await?;
         ensure!(
             row.status == ActionStatus::Succeeded,
             "row {id} is {} after {} attempt(s)",
@@ -371,7 +377,7 @@ async fn plugin_added_while_serving_runs_its_waiting_action() -> Result<()> {
         let mut host = Host::start(&[("greet.wasm", std::fs::read(wasm("greet"))?)], true).await?;
         let served = host.served();
         let id = served.enqueue("version", serde_json::json!({})).await?;
-        claimed_since(&served.db.pool, db_now(&served.db.pool).await?).await?;
+        claimed_since(&served.db.pool, db_now(&served.db.pool).await?, 5).await?;
         ensure!(
             served.status(id).await? == (ActionStatus::Queued, 0),
             "a row for an action nobody serves must stay queued"
@@ -691,9 +697,9 @@ async fn removed_plugin_leaves_its_rows_queued_until_it_is_added_again() -> Resu
         for _ in 0..5 {
             ids.push(served.enqueue("version", serde_json::json!({})).await?);
         }
-        // The worker looks at the queue after they arrived: it claims none
-        // of them, and nothing fails them.
-        claimed_since(&served.db.pool, db_now(&served.db.pool).await?).await?;
+        // The worker looks at the queue five times after they arrived: it
+        // claims none of them, and nothing fails them.
+        claimed_since(&served.db.pool, db_now(&served.db.pool).await?, 5).await?;
         for &id in &ids {
             ensure!(
                 served.status(id).await? == (ActionStatus::Queued, 0),
@@ -716,9 +722,21 @@ async fn removed_plugin_leaves_its_rows_queued_until_it_is_added_again() -> Resu
 async fn in_flight_action_finishes_on_the_version_it_started_on() -> Result<()> {
     bounded(async {
         let mut host = Host::start(&[("versioned.wasm", versioned(1)?)], true).await?;
+        // Slow enough to outlast the swap and a fresh row even when a busy
+        // machine takes many seconds to compile v2 (8 s was not, once).
+        let nap = Duration::from_secs(25);
+        let args = cairn_payload::json::json_to_arguments(&serde_json::json!({
+            "ms": nap.as_millis() as u64
+        }))
+        .map_err(|e| anyhow!("{e}"))?;
         let slow = host
             .served()
-            .enqueue("slow_version", serde_json::json!({ "ms": 8000 }))
+            .client
+            .enqueue(
+                &EnqueueRequest::new("versioned", "slow_version")
+                    .args(&args)
+                    .timeout(nap * 2),
+            )
             .await?;
         let served = host.served();
         until("the slow row to run", SOON, || async {
@@ -742,7 +760,7 @@ async fn in_flight_action_finishes_on_the_version_it_started_on() -> Result<()> 
             "the slow row should still be running on v1 (make it slower?)"
         );
         ensure!(
-            host.served().version_of(slow).await? == (1, 1),
+            host.served().version_within(slow, nap + SOON).await? == (1, 1),
             "the in-flight row must finish on v1"
         );
         host.stop().await

@@ -250,16 +250,19 @@ pub async fn row_state(pool: &PgPool, id: i64) -> Result<(ActionStatus, i32)> {
     Ok((status.parse()?, attempts))
 }
 
-/// Waits until a claim that started after `since` (database clock) has
-/// finished: see [`last_finished_claim`].
-pub async fn claimed_since(pool: &PgPool, since: DateTime<Utc>) -> Result<()> {
-    until("a claim after the rows arrived", SOON, || async {
-        Ok(last_finished_claim(pool)
-            .await?
-            .filter(|at| *at > since)
-            .map(|_| ()))
-    })
-    .await
+/// Waits until `claims` claims, one after the other, have started after
+/// `since` (database clock) and finished: see [`last_finished_claim`].
+pub async fn claimed_since(pool: &PgPool, since: DateTime<Utc>, claims: usize) -> Result<()> {
+    let mut after = since;
+    for n in 1..=claims {
+        after = until(
+            &format!("claim {n} after the rows arrived"),
+            SOON,
+            || async { Ok(last_finished_claim(pool).await?.filter(|at| *at > after)) },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Worker timings short enough that a test sees its behaviour within a

@@ -11,6 +11,8 @@
 //!   of `#[action(timeout = "30s")]`, `cairn.toml` and the CLI's flags.
 //! * [`check_name`]: what a module or action name may contain.
 //! * [`PANIC_MARKER`]: how a guest's panic report is found on its stderr.
+//! * [`ERROR_TRACEBACK_KEY`] and [`ERROR_TYPE_HIERARCHY_KEY`]: where a
+//!   guest puts what the WIT `action-error` has no field for.
 //!
 //! The Python SDK (`guest-sdk/python`) re-implements the duration grammar in
 //! Python; it runs the same vectors (`tests/durations.txt`).
@@ -31,6 +33,18 @@ use std::time::Duration;
 /// reports it as an error of type `Panic`; "last", because the author's own
 /// output may quote the marker, but nothing can follow the hook's record.
 pub const PANIC_MARKER: &str = "cairn:panic:";
+
+/// The key of an `action-error`'s `details` entry that carries the guest's
+/// traceback (a string). The WIT `action-error` record has no field for it;
+/// the host moves the entry into the error payload's `traceback`. A `:`
+/// keeps it apart from any field name a guest's own details use. The Python
+/// SDK sends it (`cairn.errors.TRACEBACK_KEY`, same text).
+pub const ERROR_TRACEBACK_KEY: &str = "cairn:traceback";
+
+/// The key of an `action-error`'s `details` entry that carries the error
+/// type's ancestors, nearest first (a list of strings, e.g. a Python MRO);
+/// the host moves it into the error payload's `type_hierarchy`.
+pub const ERROR_TYPE_HIERARCHY_KEY: &str = "cairn:type_hierarchy";
 
 /// Why a duration was refused. Displays as a sentence fragment that names the
 /// problem and the accepted form, e.g. `` `500` has no unit (write 500ms, 30s,

@@ -1,13 +1,18 @@
-//! The benchmarks behind `cairn bench` ([`throughput`]) and `cairn
-//! bench-reload` ([`reload`]), and what they share: a real `cairn serve`
-//! child process ([`ServeChild`]), run the way an operator runs it.
+//! The benchmarks behind `cairn bench` ([`throughput`], with the pure-SQL
+//! [`floor`] and the per-action CPU budget from [`cpu`]), `cairn
+//! bench-reload` ([`reload`]) and `cairn bench-sandbox` ([`sandbox`]), and
+//! what they share: a real `cairn serve` child process ([`ServeChild`]), run
+//! the way an operator runs it.
 //!
 //! Benchmarks measure; they never assert a speed (numbers, method and machine
 //! load go in `docs/benchmarks.md`). Failure modes: the child exiting early,
 //! a row failing or a phase exceeding its limit is an error naming what
 //! happened; the child is always stopped (SIGTERM, then killed).
 
+pub mod cpu;
+pub mod floor;
 pub mod reload;
+pub mod sandbox;
 pub mod throughput;
 
 use anyhow::{Context, Result};

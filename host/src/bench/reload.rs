@@ -10,7 +10,7 @@
 //!
 //! 1. **Swap.** In this process: a [`Reloader`] with the default
 //!    [`ReloadConfig`] and its own artifact cache. Time from the `rename`
-//!    to the registry change ([`Outcome::Applied`] with the new digest).
+//!    to the registry change ([`FileOutcome::Applied`] with the new digest).
 //! 2. **Serving.** A `cairn serve` child on the same database, plugin
 //!    directory and a fresh cache (`CAIRN_CACHE_DIR`), exactly as operators
 //!    run it. Time from the `rename` to the first `versioned:version` action

@@ -14,17 +14,31 @@
 //!    the time from calling enqueue to receiving the row's completion
 //!    notification (sent on commit). Reported as p50/p99/max.
 //!
+//! With `--floor`, the pure-SQL floor of the same storage model runs first
+//! ([`floor`](super::floor)), and the report gives the host's share of it.
+//!
+//! Each phase also reports where the CPU went ([`cpu`](super::cpu)): the
+//! serve child, the PostgreSQL server and this process, per action, with the
+//! write commits and WAL bytes per action.
+//!
+//! Waiting for the throughput phase to end costs the database next to
+//! nothing: this process listens on `cairn_results` and counts the finished
+//! ids the notifications carry, and re-reads only the rows it has not seen
+//! finish, once a second, in case a notification was lost. (It used to
+//! count all 50,000 rows every 50 ms: a good share of the server's CPU.)
+//!
 //! Failure modes: the child exiting early, a row failing, or a phase not
 //! finishing within its time limit is an error naming what happened. The
 //! child is always stopped (SIGTERM, then killed) when the bench ends.
 
-use super::ServeChild;
+use super::{cpu, floor, ServeChild};
 use crate::db::Database;
 use crate::key::ActionKey;
 use crate::queue::notify::RESULTS_CHANNEL;
 use crate::queue::{Client, EnqueueRequest};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use sqlx::postgres::PgListener;
+use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -55,6 +69,8 @@ pub struct Options {
     /// Passed to the child as `--http` (`CAIRN_HTTP`), to measure what
     /// serving metrics and the dashboard costs (docs/benchmarks.md).
     pub http: Option<std::net::SocketAddr>,
+    /// Also measure the pure-SQL floor (pgbench clients; 0 = don't).
+    pub floor_clients: usize,
 }
 
 /// What was measured.
@@ -72,6 +88,10 @@ pub struct Report {
     pub latencies: Vec<Duration>,
     /// Server concurrency.
     pub concurrency: usize,
+    /// Where the CPU went during the throughput phase (enqueue included).
+    pub budget: cpu::Budget,
+    /// The floor, when measured.
+    pub floor: Option<floor::FloorReport>,
 }
 
 impl Report {
@@ -87,6 +107,9 @@ impl Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        if let Some(floor) = &self.floor {
+            writeln!(f, "{floor}")?;
+        }
         writeln!(
             f,
             "throughput: {} no-op actions, concurrency {}",
@@ -104,6 +127,16 @@ impl fmt::Display for Report {
             self.run_time.as_secs_f64(),
             self.actions_per_second
         )?;
+        writeln!(f, "  {} (enqueue included)", self.budget)?;
+        if let Some(floor) = &self.floor {
+            writeln!(
+                f,
+                "  host / floor: {:.0} / {:.0} = {:.2}x",
+                self.actions_per_second,
+                floor.rows_per_second,
+                self.actions_per_second / floor.rows_per_second.max(1e-9)
+            )?;
+        }
         write!(
             f,
             "latency (enqueue -> result committed), {} trickled single actions: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -121,6 +154,22 @@ impl fmt::Display for Report {
 /// The child fails to start or exits early, an action fails, or a phase
 /// exceeds its time limit.
 pub async fn run(db: &Database, options: &Options) -> Result<Report> {
+    // The floor first, on a quiet server: no host is running yet.
+    let floor = if options.floor_clients > 0 {
+        let url = match (&options.database_url, db.embedded()) {
+            (Some(url), _) => url.clone(),
+            (None, Some(server)) => server.url(crate::db::EMBEDDED_DATABASE),
+            (None, None) => bail!("bench: --floor needs the database URL for pgbench"),
+        };
+        let floor_options = floor::FloorOptions {
+            clients: options.floor_clients,
+            rows: options.actions,
+            url,
+        };
+        Some(floor::run(db.pool(), &floor_options).await?)
+    } else {
+        None
+    };
     let http = options.http.map(|addr| ("CAIRN_HTTP", addr.to_string()));
     let mut child = ServeChild::start(
         &options.plugins,
@@ -128,7 +177,9 @@ pub async fn run(db: &Database, options: &Options) -> Result<Report> {
         options.database_url.as_deref(),
         http,
     )?;
-    let outcome = measure(db, options, &mut child).await;
+    let outcome = measure(db, options, &mut child)
+        .await
+        .map(|report| Report { floor, ..report });
     child.stop().await;
     outcome
 }
@@ -158,7 +209,11 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Phase 1: throughput.
+    // Phase 1: throughput. Listen first, so no completion is missed.
+    let mut results = PgListener::connect_with(pool).await?;
+    results.listen(RESULTS_CHANNEL).await?;
+    let watch = cpu::Watch::new(pool, child.pid()).await?;
+    let before = watch.sample(pool).await?;
     let client = Client::new(pool.clone());
     let request = EnqueueRequest::for_action(&options.action);
     let started = Instant::now();
@@ -171,31 +226,20 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
     }
     let enqueue_time = started.elapsed();
     let bar = crate::progress::bar(ids.len() as u64, "throughput", "actions");
-    loop {
-        child.check_running()?;
-        let (finished, failed): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status IN ('succeeded', 'failed', 'cancelled')),
-                    count(*) FILTER (WHERE status IN ('failed', 'cancelled'))
-             FROM cairn.actions WHERE id = ANY ($1)",
-        )
-        .bind(&ids)
-        .fetch_one(pool)
-        .await?;
-        if failed > 0 {
-            bail!("bench: {failed} actions failed (see `cairn result ID`)");
-        }
-        bar.set_position(finished as u64);
-        if finished as usize == ids.len() {
-            bar.finish_and_clear();
-            break;
-        }
-        if started.elapsed() > THROUGHPUT_LIMIT {
-            bail!(
-                "bench: only {finished} of {} actions finished within {THROUGHPUT_LIMIT:?}",
-                ids.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_finished(pool, &mut results, &ids, child, started, &bar).await?;
+    bar.finish_and_clear();
+    let wall = started.elapsed();
+    let after = watch.sample(pool).await?;
+    drop(results);
+    let budget = cpu::Budget::between(&before, &after, ids.len() as u64, wall);
+    let failed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM cairn.actions WHERE id = ANY ($1) AND status <> 'succeeded'",
+    )
+    .bind(&ids)
+    .fetch_one(pool)
+    .await?;
+    if failed > 0 {
+        bail!("bench: {failed} actions did not succeed (see `cairn result ID`)");
     }
     let run_seconds: f64 = sqlx::query_scalar(
         "SELECT coalesce(extract(epoch FROM max(finished_at) - min(started_at))::float8, 0)
@@ -220,7 +264,7 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
                 .map_err(|_| {
                     anyhow!("bench: action {id} did not finish within {TRICKLE_LIMIT:?}")
                 })??;
-            if note.payload() == id {
+            if note.payload().split(',').any(|p| p == id) {
                 break;
             }
         }
@@ -236,5 +280,73 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
         actions_per_second: options.actions as f64 / run_time.as_secs_f64(),
         latencies,
         concurrency: options.concurrency,
+        budget,
+        floor: None,
     })
+}
+
+/// Waits until every row of `ids` is finished: counts the ids that
+/// `cairn_results` notifications carry (one id or a comma-separated list),
+/// and once a second re-reads only the rows not yet seen finished (a lost
+/// notification, a dropped connection).
+async fn wait_finished(
+    pool: &sqlx::PgPool,
+    results: &mut PgListener,
+    ids: &[i64],
+    child: &mut ServeChild,
+    started: Instant,
+    bar: &indicatif::ProgressBar,
+) -> Result<()> {
+    let mut pending: HashSet<i64> = ids.iter().copied().collect();
+    let mut next_poll = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !pending.is_empty() {
+        match tokio::time::timeout_at(next_poll, results.try_recv()).await {
+            Ok(Ok(Some(note))) => {
+                for id in note.payload().split(',') {
+                    if let Ok(id) = id.trim().parse::<i64>() {
+                        pending.remove(&id);
+                    }
+                }
+                continue;
+            }
+            Ok(Ok(None)) | Err(_) => {} // connection lost, or poll time
+            Ok(Err(e)) => return Err(e).context("bench: receiving notifications"),
+        }
+        child.check_running()?;
+        let wanted: Vec<i64> = pending.iter().copied().collect();
+        let (lo, hi) = (
+            wanted.iter().min().copied().unwrap_or(0),
+            wanted.iter().max().copied().unwrap_or(0),
+        );
+        // A range scan of the primary key, in this process's connection
+        // only: no parallel workers (each would be a fork).
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0")
+            .execute(&mut *tx)
+            .await?;
+        let done: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM cairn.actions
+             WHERE id BETWEEN $2 AND $3 AND id = ANY ($1)
+               AND status IN ('succeeded', 'failed', 'cancelled')",
+        )
+        .bind(&wanted)
+        .bind(lo)
+        .bind(hi)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        for id in done {
+            pending.remove(&id);
+        }
+        bar.set_position((ids.len() - pending.len()) as u64);
+        if started.elapsed() > THROUGHPUT_LIMIT {
+            bail!(
+                "bench: {} of {} actions not finished within {THROUGHPUT_LIMIT:?}",
+                pending.len(),
+                ids.len()
+            );
+        }
+        next_poll = tokio::time::Instant::now() + Duration::from_secs(1);
+    }
+    Ok(())
 }

@@ -199,6 +199,23 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Measure what one call costs the host alone: no database, no queue,
+    /// `--calls` calls of one action, `--concurrency` at a time (see
+    /// docs/benchmarks.md).
+    BenchSandbox {
+        /// The plugin file.
+        #[arg(long)]
+        plugin: PathBuf,
+        /// The action to call, with no arguments.
+        #[arg(long, default_value = "noop:noop")]
+        action: ActionKey,
+        /// Calls per round (two rounds run).
+        #[arg(long, default_value_t = 20_000)]
+        calls: usize,
+        /// Calls in flight at once.
+        #[arg(long, default_value_t = WorkerConfig::default().concurrency)]
+        concurrency: usize,
+    },
     /// Measure throughput and latency: a `cairn serve` child runs a no-op
     /// action while this process enqueues (see docs/benchmarks.md).
     Bench {
@@ -221,6 +238,13 @@ enum Command {
         /// measure what they cost.
         #[arg(long)]
         http: Option<SocketAddr>,
+        /// First measure the pure-SQL floor of the same storage model
+        /// (pgbench, no host) and report the host's share of it.
+        #[arg(long)]
+        floor: bool,
+        /// pgbench clients for `--floor`.
+        #[arg(long, default_value_t = 8)]
+        floor_clients: usize,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -439,6 +463,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", report?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::BenchSandbox {
+            plugin,
+            action,
+            calls,
+            concurrency,
+        } => {
+            let options = crate::bench::sandbox::Options {
+                plugin,
+                action,
+                calls,
+                concurrency,
+            };
+            println!("{}", crate::bench::sandbox::run(&options).await?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench {
             plugins,
             action,
@@ -446,6 +485,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             trickle,
             concurrency,
             http,
+            floor,
+            floor_clients,
             db,
         } => {
             let options = crate::bench::throughput::Options {
@@ -456,6 +497,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 concurrency,
                 database_url: db.database_url.clone(),
                 http,
+                floor_clients: if floor { floor_clients } else { 0 },
             };
             let db = db.connect().await?;
             let report = crate::bench::throughput::run(&db, &options).await;

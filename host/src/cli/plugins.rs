@@ -76,8 +76,11 @@ pub(super) async fn list(
     }
     for file in loaded.reloader.files() {
         if let Some(rejected) = file.rejected {
+            // A file that loaded but declares another file's actions waits:
+            // it takes them over when that file goes away (docs/reload.md).
+            let waiting = if rejected.waiting { " (waiting)" } else { "" };
             println!(
-                "REJECTED {}: ({}) {}",
+                "REJECTED {}: ({}){waiting} {}",
                 display_name(&file.file),
                 rejected.error.phase,
                 rejected.error.message

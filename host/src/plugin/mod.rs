@@ -22,8 +22,10 @@
 //!    key that would grant it; then link WASI plus exactly the imported,
 //!    granted dependencies and keep the resulting `InstancePre`.
 //!
-//! A bad file never affects other plugins: [`load_dir`] collects rejections
-//! next to the plugins that loaded.
+//! A loader handles one file. A directory is loaded by the reloader
+//! ([`crate::reload`]) — for `cairn serve`, and with watching off for `cairn
+//! plugins` and `cairn invoke` — so that one set of ownership rules decides
+//! which file serves an action; a bad file never affects the others.
 
 pub mod cache;
 
@@ -255,8 +257,7 @@ pub(crate) struct Counters {
 /// [`ArtifactCache`], and counts compilations. Cheap to clone (clones share
 /// the cache and the counters). `cairn serve` uses one with a cache so a
 /// restart (or a reload of a version it has seen) does not compile again;
-/// the free functions [`load_file`]/[`load_bytes`]/[`load_dir`] use one
-/// without, for one-shot commands.
+/// the free functions [`load_file`]/[`load_bytes`] use one without.
 #[derive(Clone)]
 pub struct Loader {
     engine: Engine,
@@ -436,22 +437,6 @@ impl Loader {
             deps,
         })
     }
-
-    /// Load every `*.wasm` file in `dir` (not recursive), in file-name order.
-    ///
-    /// # Errors
-    /// Only when the directory itself cannot be read; bad files end up in
-    /// [`DirLoad::rejected`].
-    pub async fn load_dir(&self, dir: &Path) -> anyhow::Result<DirLoad> {
-        let mut out = DirLoad::default();
-        for file in wasm_files(dir).await? {
-            match self.load_file(&file).await {
-                Ok(plugin) => out.plugins.push(plugin),
-                Err(err) => out.rejected.push(err),
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// A linker with WASI (denying) and every dependency in `imports` that
@@ -564,25 +549,6 @@ pub(crate) fn display_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
-}
-
-/// What loading a directory produced.
-#[derive(Debug, Default)]
-pub struct DirLoad {
-    /// Plugins that loaded, in file-name order.
-    pub plugins: Vec<Plugin>,
-    /// Files that were refused, in file-name order.
-    pub rejected: Vec<LoadError>,
-}
-
-/// Load every `*.wasm` file in `dir` (not recursive), in file-name order,
-/// compiling each (no cache).
-///
-/// # Errors
-/// Only when the directory itself cannot be read; bad files end up in
-/// [`DirLoad::rejected`].
-pub async fn load_dir(engine: &Engine, dir: &Path) -> anyhow::Result<DirLoad> {
-    Loader::new(engine.clone()).load_dir(dir).await
 }
 
 /// Whether `path` names a plugin file: `*.wasm`. The loader and the reload

@@ -17,8 +17,9 @@
 //!   the new attempt writes its outcome. A row that is not `failed` is left
 //!   alone and reported; so is a row whose idempotency key a live row holds
 //!   now (putting it back would give the key two live rows). The requeue
-//!   fires the `cairn_actions` notification (migrations/0001), so idle hosts
-//!   claim it at once.
+//!   fires the `cairn_actions` notification (the statement trigger of
+//!   migrations/0005), so idle hosts claim it at once. It also gives a row
+//!   that finished before 0005 its action kind, which the claim reads by.
 //! * **Cancel** calls `cairn.cancel` per id: one implementation of cancelling,
 //!   in the database. A running row's host drops it at its next lease renewal.
 //! * **Reads** are bounded: [`list`] pages by id (newest first, `before` an id,
@@ -358,6 +359,9 @@ pub async fn retry(pool: &PgPool, ids: &[i64]) -> Result<Report> {
         ), requeued AS (
             UPDATE cairn.actions a
             SET status = 'queued',
+                -- Rows that finished before migration 0005 have no kind,
+                -- and the claim reads queued rows by kind.
+                kind = a.kind,
                 run_at = now(),
                 max_attempts = a.attempts + 1,
                 finished_at = NULL,

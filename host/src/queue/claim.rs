@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::{PgExecutor, Row};
 
 use super::{millis, unsigned};
 use crate::key::ActionKey;
@@ -62,11 +62,16 @@ pub struct ClaimedAction {
 /// worker's free capacity as `limit`, never more, so that rows are not held
 /// by a host that cannot start them.
 ///
+/// `db` is a pool or a connection. The worker claims on a connection of its
+/// own with `synchronous_commit = off` (see `worker.rs`): a claim lost in a
+/// server crash only puts its rows back in the queue, and the completion
+/// that follows it commits synchronously, flushing the claim with it.
+///
 /// # Errors
 ///
 /// When the statement fails (`queue claim failed: ...`).
-pub async fn claim(
-    pool: &PgPool,
+pub async fn claim<'c>(
+    db: impl PgExecutor<'c>,
     owner: &str,
     limit: u32,
     lease: Duration,
@@ -84,8 +89,9 @@ pub async fn claim(
             maxes.push(i32::try_from(s.max_attempts.max(1)).unwrap_or(i32::MAX));
         }
     }
-    // One statement: `cairn.claim` (migrations/0002) is the UPDATE ...
-    // FOR UPDATE SKIP LOCKED LIMIT n, wrapped so that its plan is pinned.
+    // One statement: `cairn.claim` (migrations/0005) is the UPDATE ...
+    // FOR UPDATE SKIP LOCKED LIMIT n per served action kind, in PL/pgSQL so
+    // that its plan is prepared once per connection and pinned.
     let rows = sqlx::query(
         r#"
         SELECT id, module, name, args, attempts, max_attempts, priority,
@@ -100,7 +106,7 @@ pub async fn claim(
     .bind(&names)
     .bind(&maxes)
     .bind(millis(lease))
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
     .context("queue claim failed")?;
 

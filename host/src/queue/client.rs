@@ -343,11 +343,21 @@ impl Client {
             .await
             .context("wait failed: listening")?;
         let mut latest: HashMap<i64, ActionResult> = HashMap::with_capacity(ids.len());
+        // Not yet known to be finished.
         let mut pending: HashSet<i64> = ids.iter().copied().collect();
+        // Announced finished by a notification, not re-read yet. A finished
+        // row never changes again, so each is read once, at the end: a wait
+        // for n rows reads O(n) rows, not O(n) per notification.
+        let mut announced: Vec<i64> = Vec::new();
+        // Read after LISTEN, so a completion in between is not missed.
+        let mut wanted: Vec<i64> = pending.iter().copied().collect();
         loop {
-            // Read after LISTEN, so a completion in between is not missed.
-            let wanted: Vec<i64> = pending.iter().copied().collect();
-            for row in self.results(&wanted).await.context("wait failed")? {
+            let rows = if wanted.is_empty() {
+                Vec::new()
+            } else {
+                self.results(&wanted).await.context("wait failed")?
+            };
+            for row in rows {
                 if row.status.is_terminal() {
                     pending.remove(&row.id);
                 }
@@ -357,27 +367,44 @@ impl Client {
                 bail!("wait failed: no action with id {missing}");
             }
             let now = Instant::now();
-            if pending.is_empty() || now >= deadline {
+            if (pending.is_empty() && announced.is_empty()) || now >= deadline {
+                if !announced.is_empty() {
+                    for row in self.results(&announced).await.context("wait failed")? {
+                        latest.insert(row.id, row);
+                    }
+                }
                 return Ok(ids.iter().map(|id| latest[id].clone()).collect());
             }
+            if pending.is_empty() {
+                // Everything was announced: read those rows, once.
+                wanted = std::mem::take(&mut announced);
+                continue;
+            }
             let poll_at = (now + defaults::POLL_INTERVAL).min(deadline);
-            // Skip other rows' notifications until one of ours, the poll or
+            // Collect announcements until every pending row was announced
+            // (then read them), the poll (re-read what is still pending) or
             // the end.
-            loop {
+            wanted = loop {
                 match tokio::time::timeout_at(poll_at, listener.try_recv()).await {
-                    Err(_) => break,       // poll interval over
-                    Ok(Ok(None)) => break, // connection lost; re-read
+                    // Poll interval over, or the connection was lost (its
+                    // notifications with it): re-read what is pending.
+                    Err(_) | Ok(Ok(None)) => break pending.iter().copied().collect(),
                     Ok(Ok(Some(n))) => {
-                        if n.payload()
-                            .parse()
-                            .is_ok_and(|id: i64| pending.contains(&id))
-                        {
-                            break;
+                        // The ids one statement finished, comma-separated.
+                        for id in n.payload().split(',') {
+                            if let Ok(id) = id.parse::<i64>() {
+                                if pending.remove(&id) {
+                                    announced.push(id);
+                                }
+                            }
+                        }
+                        if pending.is_empty() {
+                            break Vec::new();
                         }
                     }
                     Ok(Err(e)) => return Err(e).context("wait failed: receiving"),
                 }
-            }
+            };
         }
     }
 

@@ -134,43 +134,14 @@ pub async fn complete(pool: &PgPool, owner: &str, completions: &[Completion]) ->
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    // The plan must not depend on statistics, which lag far behind a busy
-    // queue: each id is looked up by primary key in a LATERAL subquery (so
-    // locks are taken in the order of `ids`, ascending: no deadlocks), and
-    // the lease is checked as `lease_owner = $1` alone — which implies
-    // `running` by the table's CHECK — so that the planner never scans the
-    // partial index of running rows (full of dead entries between vacuums)
-    // once per id.
+    // One statement: `cairn.complete` (migrations/0005), PL/pgSQL so its
+    // plan is prepared once per connection. Its plan does not depend on
+    // statistics, which lag far behind a busy queue: each id is looked up by
+    // primary key (locks in id order: no deadlocks), and the lease is
+    // checked as `lease_owner = $1` alone — which implies `running` by the
+    // table's CHECK.
     let mut written: Vec<i64> = sqlx::query_scalar(
-        r#"
-        WITH locked AS (
-            SELECT i.*
-            FROM unnest($2::bigint[], $3::text[], $4::bytea[], $5::bigint[])
-                AS i(id, outcome, payload, backoff_ms)
-            CROSS JOIN LATERAL (
-                SELECT 1 FROM cairn.actions a
-                WHERE a.id = i.id AND a.lease_owner = $1
-                FOR UPDATE
-            ) owned
-        )
-        UPDATE cairn.actions a
-        SET status = CASE l.outcome WHEN 'succeeded' THEN 'succeeded'
-                                    WHEN 'failed' THEN 'failed'
-                                    ELSE 'queued' END,
-            result = CASE WHEN l.outcome = 'succeeded' THEN l.payload ELSE a.result END,
-            error = CASE WHEN l.outcome IN ('failed', 'retry') THEN l.payload ELSE a.error END,
-            run_at = CASE WHEN l.outcome = 'retry'
-                          THEN now() + l.backoff_ms * interval '1 millisecond'
-                          ELSE a.run_at END,
-            attempts = CASE WHEN l.outcome = 'requeue' THEN greatest(a.attempts - 1, 0)
-                            ELSE a.attempts END,
-            lease_owner = NULL,
-            lease_expires_at = NULL,
-            finished_at = CASE WHEN l.outcome IN ('succeeded', 'failed') THEN now() END
-        FROM locked l
-        WHERE a.id = l.id
-        RETURNING a.id
-        "#,
+        "SELECT id FROM cairn.complete($1, $2::bigint[], $3::text[], $4::bytea[], $5::bigint[]) AS c(id)",
     )
     .bind(owner)
     .bind(&ids)

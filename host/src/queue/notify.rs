@@ -10,8 +10,11 @@
 //!   Payload: the `module:name` keys concerned, comma-separated, or `''` when
 //!   they would not fit a notification. Listeners treat any notification as
 //!   "look again": the payload is for people reading `pg_stat_activity`.
-//! * [`RESULTS_CHANNEL`] (`cairn_results`): a row finished; payload: its id.
-//!   [`Client::wait`](super::Client::wait) listens here.
+//! * [`RESULTS_CHANNEL`] (`cairn_results`): rows finished; payload: the ids
+//!   of the rows one statement finished, ascending and comma-separated (one
+//!   id when it finished one row; at most 350 per notification, a larger
+//!   batch sends several). [`Client::wait`](super::Client::wait) listens
+//!   here.
 //!
 //! Failure modes: a notification is best effort — sent on commit, lost if a
 //! listener's connection drops. Every listener therefore also polls (the
@@ -25,7 +28,7 @@ use sqlx::PgPool;
 /// Rows became claimable (see the module docs).
 pub const ACTIONS_CHANNEL: &str = "cairn_actions";
 
-/// A row finished (see the module docs).
+/// Rows finished (see the module docs).
 pub const RESULTS_CHANNEL: &str = "cairn_results";
 
 /// Longest payload sent: PostgreSQL refuses 8000 bytes or more, and the

@@ -19,7 +19,7 @@
 //!    the read. Operators should write elsewhere and `rename` into the
 //!    directory; a file written in place is picked up once it is stable.
 //! 3. **Content, not touches.** The SHA-256 of the bytes decides: the same
-//!    digest as last time is a no-op ([`FileFileOutcome::Unchanged`]), so `touch`,
+//!    digest as last time is a no-op ([`FileOutcome::Unchanged`]), so `touch`,
 //!    `chmod` or rewriting identical bytes reloads nothing.
 //! 4. **Load off the hot path.** A new digest is validated, compiled (or
 //!    fetched from the [`ArtifactCache`](crate::plugin::ArtifactCache)), linked and described by the

@@ -5,5 +5,6 @@ mod generated;
 mod json;
 mod mapping;
 mod payload;
+mod python;
 mod roundtrip;
 mod support;
