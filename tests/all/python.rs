@@ -16,14 +16,13 @@
 //! which step failed (never a skip).
 
 use crate::pg::{fresh_db, TestDb};
-use crate::support::{cairn, repo, until, wasm};
-use anyhow::{bail, ensure, Context, Result};
+use crate::support::{cairn, repo, scratch, until, wasm, Serve, ServeArgs};
+use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// How long a host may take to load Python plugins: each is an ~18 MB
@@ -32,15 +31,6 @@ use std::time::Duration;
 const LOAD_LIMIT: Duration = Duration::from_secs(600);
 /// How long one action may take to finish once enqueued.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
-
-/// A directory of this test binary's own under the target dir, keyed by the
-/// repository path (worktrees share the target dir).
-fn scratch(name: &str) -> PathBuf {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    repo().hash(&mut hasher);
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{:016x}", hasher.finish()))
-}
 
 fn run(cmd: &mut Command, what: &str) -> Result<String> {
     let out = cmd
@@ -140,85 +130,15 @@ fn plugins(python: &[&str], rust: &[&str]) -> Result<tempfile::TempDir> {
     Ok(dir)
 }
 
-/// A `cairn serve` child on a test database; killed when dropped. Its logs
-/// are collected as they come.
-struct Serve {
-    child: Child,
-    logs: Arc<Mutex<String>>,
-    /// Its working directory (and cairn.toml), removed with it.
-    _cwd: tempfile::TempDir,
-}
-
-impl Serve {
-    async fn start(db: &TestDb, dir: &Path, config: Option<&str>) -> Result<Self> {
-        let cwd = tempfile::tempdir()?;
-        let mut cmd = cairn();
-        cmd.current_dir(cwd.path())
-            .arg("serve")
-            .arg("--plugins")
-            .arg(dir)
-            .args(["--database-url", &db.url])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(toml) = config {
-            let file = cwd.path().join("cairn.toml");
-            std::fs::write(&file, toml)?;
-            cmd.arg("--config").arg(&file);
-        }
-        let mut child = cmd.spawn().context("spawning cairn serve")?;
-        let pipe = child.stderr.take().context("no stderr pipe")?;
-        let logs = Arc::new(Mutex::new(String::new()));
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut all = sink.lock().unwrap_or_else(|p| p.into_inner());
-                all.push_str(&line);
-                all.push('\n');
-            }
-        });
-        let mut serve = Serve {
-            child,
-            logs,
-            _cwd: cwd,
-        };
-        let pattern = format!("%-{}-%", serve.child.id());
-        until(
-            "cairn serve to load its plugins and register",
-            LOAD_LIMIT,
-            || {
-                let status = serve.child.try_wait();
-                let pool = db.pool.clone();
-                let pattern = pattern.clone();
-                let logs = serve.logs();
-                async move {
-                    if let Some(status) = status? {
-                        bail!("cairn serve exited early ({status}):\n{logs}");
-                    }
-                    let up: bool = sqlx::query_scalar(
-                        "SELECT EXISTS (SELECT 1 FROM cairn.hosts WHERE host_id LIKE $1)",
-                    )
-                    .bind(&pattern)
-                    .fetch_one(&pool)
-                    .await?;
-                    Ok(up.then_some(()))
-                }
-            },
-        )
-        .await?;
-        Ok(serve)
-    }
-
-    fn logs(&self) -> String {
-        self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `cairn serve` on `plugins` (with `config` as its cairn.toml), given
+/// [`LOAD_LIMIT`] to compile the Python components.
+async fn serve(db: &TestDb, plugins: tempfile::TempDir, config: Option<&str>) -> Result<Serve> {
+    let args = ServeArgs {
+        config,
+        load_limit: LOAD_LIMIT,
+        ..ServeArgs::default()
+    };
+    Serve::start_with(db, plugins, args).await
 }
 
 /// Enqueue `module:name` with JSON keyword arguments; the row's id.
@@ -259,7 +179,7 @@ async fn result_of(db: &TestDb, module: &str, name: &str, args: Value) -> Result
 async fn python_actions_return_results_through_serve() -> Result<()> {
     let db = fresh_db().await?;
     let dir = plugins(&["greet", "math"], &[])?;
-    let _serve = Serve::start(&db, dir.path(), None).await?;
+    let _serve = serve(&db, dir, None).await?;
     assert_eq!(
         result_of(&db, "greet", "hello", json!({"name": "Ada"})).await?,
         json!("Hello, Ada!")
@@ -285,7 +205,7 @@ async fn python_actions_return_results_through_serve() -> Result<()> {
 async fn python_exception_is_stored_as_an_error_payload_with_its_traceback() -> Result<()> {
     let db = fresh_db().await?;
     let dir = plugins(&["math"], &[])?;
-    let _serve = Serve::start(&db, dir.path(), None).await?;
+    let _serve = serve(&db, dir, None).await?;
     let id = enqueue(&db, "math", "divide", json!({"a": 1, "b": 0})).await?;
     let (status, attempts, json) = outcome(&db, id).await?;
     // An uncaught exception is not retryable: one attempt, although the
@@ -376,7 +296,7 @@ async fn python_kv_and_config_through_a_depends_chain() -> Result<()> {
     let db = fresh_db().await?;
     let dir = plugins(&["visits"], &[])?;
     let config = "[plugins.visits]\ngrants = [\"kv\", \"config\"]\n[plugins.visits.config]\nsite_name = \"docs\"\n";
-    let _serve = Serve::start(&db, dir.path(), Some(config)).await?;
+    let _serve = serve(&db, dir, Some(config)).await?;
     let first = result_of(&db, "visits", "visit", json!({"page": "home"})).await?;
     assert_eq!(
         first,
@@ -395,7 +315,7 @@ async fn python_kv_and_config_through_a_depends_chain() -> Result<()> {
 async fn python_use_cache_on_and_off_counts_constructions() -> Result<()> {
     let db = fresh_db().await?;
     let dir = plugins(&["deps_cache"], &[])?;
-    let _serve = Serve::start(&db, dir.path(), None).await?;
+    let _serve = serve(&db, dir, None).await?;
     assert_eq!(
         result_of(&db, "deps_cache", "cached", json!({})).await?,
         json!(1)
@@ -411,7 +331,7 @@ async fn python_use_cache_on_and_off_counts_constructions() -> Result<()> {
 async fn python_and_rust_plugins_serve_side_by_side() -> Result<()> {
     let db = fresh_db().await?;
     let dir = plugins(&["greet"], &["math"])?;
-    let _serve = Serve::start(&db, dir.path(), None).await?;
+    let _serve = serve(&db, dir, None).await?;
     let py = enqueue(&db, "greet", "hello", json!({"name": "Rust"})).await?;
     let rs = enqueue(&db, "math", "add", json!({"a": 20, "b": 22})).await?;
     assert_eq!(outcome(&db, rs).await?.2, json!({"result": 42}));
@@ -423,7 +343,8 @@ async fn python_and_rust_plugins_serve_side_by_side() -> Result<()> {
 async fn python_plugin_hot_reloads_a_new_version() -> Result<()> {
     let db = fresh_db().await?;
     let dir = plugins(&["greet"], &[])?;
-    let serve = Serve::start(&db, dir.path(), None).await?;
+    let watched = dir.path().to_owned();
+    let serve = serve(&db, dir, None).await?;
     assert_eq!(
         result_of(&db, "greet", "hello", json!({"name": "Ada"})).await?,
         json!("Hello, Ada!")
@@ -443,9 +364,9 @@ async fn python_plugin_hot_reloads_a_new_version() -> Result<()> {
     let staged = src.path().join("greet.wasm");
     build_python(src.path(), &staged)?;
     // Dropped in as a new file atomically replacing the old one.
-    let landing = dir.path().join(".greet.wasm.tmp");
+    let landing = watched.join(".greet.wasm.tmp");
     std::fs::copy(&staged, &landing)?;
-    std::fs::rename(&landing, dir.path().join("py_greet.wasm"))?;
+    std::fs::rename(&landing, watched.join("py_greet.wasm"))?;
 
     let greeting = until("the new greet version to serve", LOAD_LIMIT, || {
         let db = &db;
@@ -455,7 +376,7 @@ async fn python_plugin_hot_reloads_a_new_version() -> Result<()> {
         }
     })
     .await
-    .with_context(|| serve.logs())?;
+    .with_context(|| serve.stderr_text())?;
     assert_eq!(greeting, json!("Hi again, Ada!"));
     Ok(())
 }

@@ -768,8 +768,9 @@ async fn wait_is_woken_by_the_completion_notification_before_its_poll() -> Resul
 #[tokio::test]
 async fn wait_without_the_notification_still_returns_at_its_poll() -> Result<()> {
     let db = fresh_db().await?;
-    // Break the notification: no `cairn_results` when a row finishes.
-    sqlx::query("DROP TRIGGER actions_notify_finished ON cairn.actions")
+    // Break the notification: no `cairn_results` when a row finishes (the
+    // statement trigger of migrations/0005 sends it).
+    sqlx::query("DROP TRIGGER actions_notify_status ON cairn.actions")
         .execute(&db.pool)
         .await?;
     let client = Client::new(db.pool.clone());

@@ -403,6 +403,49 @@ pub struct Serve {
     _cwd: tempfile::TempDir,
 }
 
+/// How a [`Serve`] child starts, beyond its plugin directory.
+#[derive(Debug, Clone)]
+pub struct ServeArgs<'a> {
+    /// Extra `cairn serve` arguments.
+    pub extra: &'a [&'a str],
+    /// A `cairn.toml` to pass with `--config`.
+    pub config: Option<&'a str>,
+    /// How long loading the plugins and registering may take: compiling
+    /// components in a debug build on a busy machine (an 18 MB Python
+    /// component takes tens of seconds).
+    pub load_limit: Duration,
+    /// Extra environment variables.
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+impl Default for ServeArgs<'_> {
+    fn default() -> Self {
+        ServeArgs {
+            extra: &[],
+            config: None,
+            load_limit: Duration::from_secs(30),
+            env: &[],
+        }
+    }
+}
+
+/// A directory `name` of this repository's tests under the target dir,
+/// kept between runs: the target dir may be shared by several checkouts
+/// (worktrees), so the name carries a hash of the repository path.
+pub fn scratch(name: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    repo().hash(&mut hasher);
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{:016x}", hasher.finish()))
+}
+
+/// The artifact cache every [`Serve`] child of the tests shares: each
+/// component is compiled once instead of once per child (an entry is keyed
+/// by the file's digest and the engine, so sharing is safe).
+pub fn artifact_cache() -> PathBuf {
+    scratch("cairn-test-artifacts")
+}
+
 impl Serve {
     /// Starts `cairn serve` with the named example plugins, `--lease 2s
     /// --shutdown-grace 1s`; returns once the host has registered itself.
@@ -414,7 +457,11 @@ impl Serve {
     /// 2s --shutdown-grace 1s` and `extra` arguments; returns once the host
     /// has registered itself.
     pub async fn start_in(db: &TestDb, plugins: tempfile::TempDir, extra: &[&str]) -> Result<Self> {
-        Self::start_with(db, plugins, extra, &[]).await
+        let args = ServeArgs {
+            extra,
+            ..ServeArgs::default()
+        };
+        Self::start_with(db, plugins, args).await
     }
 
     /// Starts `cairn serve --http 127.0.0.1:0` with the named example
@@ -424,13 +471,12 @@ impl Serve {
     pub async fn start_http(db: &TestDb, plugins: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let mut all = vec![("CAIRN_METRICS_DEPTH_MS", "200")];
         all.extend_from_slice(env);
-        let mut serve = Self::start_with(
-            db,
-            plugin_dir(plugins),
-            &["--http", "127.0.0.1:0", "--shutdown-grace", "5s"],
-            &all,
-        )
-        .await?;
+        let args = ServeArgs {
+            extra: &["--http", "127.0.0.1:0", "--shutdown-grace", "5s"],
+            env: &all,
+            ..ServeArgs::default()
+        };
+        let mut serve = Self::start_with(db, plugin_dir(plugins), args).await?;
         let addr = until("cairn serve to say where its dashboard is", SOON, || {
             let log = serve.stderr_text();
             async move { Ok(dashboard_addr(&log)) }
@@ -446,32 +492,38 @@ impl Serve {
         Ok(serve)
     }
 
-    /// Starts `cairn serve` on `plugins` with `--lease 2s`, `--shutdown-grace
-    /// 1s` (unless `extra` gives one), `extra` arguments and the extra
-    /// environment `env` (`CAIRN_HTTP_TOKEN` and `CAIRN_LOG_FORMAT` are not
-    /// inherited); returns once the host has registered itself.
+    /// Starts `cairn serve` on the plugin directory `plugins` with `--lease
+    /// 2s`, `--shutdown-grace 1s` (unless `args.extra` gives one) and
+    /// `args`, in a working directory of its own and with the binary's
+    /// shared [`artifact_cache`] (`CAIRN_HTTP_TOKEN` and `CAIRN_LOG_FORMAT`
+    /// are not inherited); returns once the host has registered itself.
     pub async fn start_with(
         db: &TestDb,
         plugins: tempfile::TempDir,
-        extra: &[&str],
-        env: &[(&str, &str)],
+        args: ServeArgs<'_>,
     ) -> Result<Self> {
         let cwd = tempfile::tempdir()?;
         let mut cmd = cairn();
         cmd.current_dir(cwd.path())
+            .env("CAIRN_CACHE_DIR", artifact_cache())
             .arg("serve")
             .arg("--plugins")
             .arg(plugins.path())
             .args(["--database-url", &db.url])
             .args(["--lease", "2s"]);
-        if !extra.contains(&"--shutdown-grace") {
+        if !args.extra.contains(&"--shutdown-grace") {
             cmd.args(["--shutdown-grace", "1s"]);
         }
-        cmd.args(extra)
+        cmd.args(args.extra)
             .env_remove("CAIRN_HTTP_TOKEN")
             .env_remove("CAIRN_LOG_FORMAT")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
+            .envs(args.env.iter().copied());
+        if let Some(toml) = args.config {
+            let file = cwd.path().join("cairn.toml");
+            std::fs::write(&file, toml)?;
+            cmd.arg("--config").arg(&file);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().context("spawning cairn serve")?;
@@ -494,11 +546,8 @@ impl Serve {
             http: None,
             _cwd: cwd,
         };
-        // Loading compiles the components: slow in a debug build on a busy
-        // machine.
-        let limit = Duration::from_secs(30);
         let tag = format!("-{}-", serve.child.id());
-        let registered = until("cairn serve to register", limit, || {
+        let registered = until("cairn serve to register", args.load_limit, || {
             let exited = serve.child.try_wait();
             let (tag, pool) = (&tag, &db.pool);
             async move {
