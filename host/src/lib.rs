@@ -25,8 +25,11 @@
 //!   per WIT interface.
 //!
 //! Side concerns hang off it: [`reload`] (watch the plugin directory, swap
-//! plugins while serving), [`db`] (which PostgreSQL, the embedded one by
-//! default), [`bench`], [`cli`]. Shared helpers have homes of their own:
+//! plugins while serving), [`metrics`] (what the worker and the reloader
+//! count), [`ops`] (`--http`: `/healthz`, `/metrics` and the dashboard),
+//! [`logging`] (text or JSON lines with stable field names), [`db`] (which
+//! PostgreSQL, the embedded one by default), [`bench`], [`cli`] (including
+//! the queue-control commands over [`queue::admin`]). Shared helpers have homes of their own:
 //! [`error`] (one-line errors), [`key`] (action keys and digests); the
 //! duration grammar, name rule and panic marker that host and guests share
 //! live in the `cairn-contract` crate.
@@ -45,7 +48,11 @@ pub mod engine;
 pub mod error;
 pub mod key;
 pub mod limits;
+pub mod logging;
+pub mod metrics;
+pub mod ops;
 pub mod plugin;
+mod progress;
 pub mod queue;
 pub mod registry;
 pub mod reload;

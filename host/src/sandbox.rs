@@ -322,8 +322,17 @@ async fn run<T>(
 ) -> Result<T, Failure> {
     let limits = engine.limits();
     let budget = limits.max_output_bytes;
-    let stdout = GuestOutput::new(Stream::Stdout, module, action, invocation.attempt, budget);
-    let stderr = GuestOutput::new(Stream::Stderr, module, action, invocation.attempt, budget);
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let context = Arc::new(CallContext {
+        module: module.to_owned(),
+        action: action.to_owned(),
+        action_id: invocation.action_id.clone(),
+        attempt: invocation.attempt,
+        deadline: SystemTime::now() + timeout,
+    });
+    let stdout = GuestOutput::new(Stream::Stdout, context.clone(), budget);
+    let stderr = GuestOutput::new(Stream::Stderr, context.clone(), budget);
     // Deny by default: no preopens, no env, no args, no network (the
     // builder's defaults), stdin closed.
     let wasi = WasiCtx::builder()
@@ -331,15 +340,6 @@ async fn run<T>(
         .stderr(stderr.clone())
         .build();
 
-    let started = Instant::now();
-    let deadline = started + timeout;
-    let context = CallContext {
-        module: module.to_owned(),
-        action: action.to_owned(),
-        action_id: invocation.action_id.clone(),
-        attempt: invocation.attempt,
-        deadline: SystemTime::now() + timeout,
-    };
     // The plugin's own `memory_mib` narrows the host-wide cap; it never
     // widens it (settings refuse a value whose bytes overflow).
     let memory_bytes = deps

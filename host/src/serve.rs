@@ -13,7 +13,12 @@
 //!
 //! Side concerns hang off this path without weaving into it: reload swaps
 //! plugins in the registry; the worker, the only writer of this host's row in
-//! `cairn.hosts`, hears of every registry change and announces it.
+//! `cairn.hosts`, hears of every registry change and announces it, and
+//! publishes the plugin files with its heartbeat; [`Metrics`] count what the
+//! worker does and what the reloader loads; with [`ServeOptions::http`] an
+//! [`HttpServer`] serves `/healthz`, `/metrics` and the dashboard
+//! ([`crate::ops`]) until the worker has drained, its health turning 503 as
+//! soon as shutdown begins.
 //!
 //! `cairn plugins` and `cairn invoke` load a directory with
 //! [`load_plugins`]: the same loader and reloader, without watching and
@@ -21,12 +26,15 @@
 //! file owns an action.
 //!
 //! Failure modes: a missing plugin directory, an unusable engine
-//! configuration or a worker that cannot start (no database) are errors from
-//! [`Host::start`]/[`Host::run`]; a bad plugin file never is (it is rejected,
-//! logged and listed, see [`crate::reload`]).
+//! configuration, an HTTP address that cannot be bound or a worker that
+//! cannot start (no database) are errors from [`Host::start`]/[`Host::run`];
+//! a bad plugin file never is (it is rejected, logged and listed, see
+//! [`crate::reload`]).
 
 use crate::engine::Engine;
 use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::ops::{HttpConfig, HttpServer, OpsContext};
 use crate::plugin::Loader;
 use crate::registry::Registry;
 use crate::reload::{PluginDir, ReloadConfig, Reloader};
@@ -35,8 +43,10 @@ use crate::worker::{Worker, WorkerConfig};
 use anyhow::Result;
 use sqlx::PgPool;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::task::JoinHandle;
 
 /// Everything a host is configured with. [`ServeOptions::new`] gives the
 /// defaults; `cairn serve` fills it from its flags and the environment.
@@ -55,6 +65,9 @@ pub struct ServeOptions {
     pub worker: WorkerConfig,
     /// The lease owner and `cairn.hosts` key; `None`: [`generate_host_id`].
     pub host_id: Option<String>,
+    /// Serve `/healthz`, `/metrics` and the dashboard (`cairn serve
+    /// --http`); `None`: no HTTP at all.
+    pub http: Option<HttpConfig>,
 }
 
 impl ServeOptions {
@@ -68,6 +81,7 @@ impl ServeOptions {
             reload: ReloadConfig::default(),
             worker: WorkerConfig::default(),
             host_id: None,
+            http: None,
         }
     }
 }
@@ -79,6 +93,10 @@ pub struct Host {
     reloader: Reloader,
     worker: Worker,
     host_id: String,
+    metrics: Arc<Metrics>,
+    /// Counts the reloader's events into `metrics`.
+    plugin_counter: JoinHandle<()>,
+    http: Option<HttpServer>,
 }
 
 impl Host {
@@ -87,8 +105,9 @@ impl Host {
     /// claimed before [`run`](Self::run).
     ///
     /// # Errors
-    /// The engine cannot be built, or the plugin directory does not exist or
-    /// cannot be watched. Bad plugin files are not errors.
+    /// The engine cannot be built, the plugin directory does not exist or
+    /// cannot be watched, or the HTTP address cannot be bound. Bad plugin
+    /// files are not errors.
     pub async fn start(options: ServeOptions, pool: PgPool) -> Result<Host> {
         let ServeOptions {
             plugins,
@@ -97,6 +116,7 @@ impl Host {
             reload,
             worker,
             host_id,
+            http,
         } = options;
         let concurrency = u32::try_from(worker.concurrency).unwrap_or(u32::MAX);
         limits.pool_instances = limits.pool_instances.max(concurrency);
@@ -114,19 +134,40 @@ impl Host {
             );
         }
         let host_id = host_id.unwrap_or_else(generate_host_id);
+        let metrics = Arc::new(Metrics::new());
+        let plugin_counter = crate::metrics::follow_plugins(&reloader.dir(), metrics.clone());
+        let host_ttl = worker.host_ttl;
         let worker = Worker::new(
             engine.clone(),
             registry.clone(),
-            pool,
+            pool.clone(),
             host_id.clone(),
             worker,
-        );
+        )
+        .with_metrics(metrics.clone())
+        .with_plugin_dir(reloader.dir());
+        let http = match http {
+            Some(config) => {
+                let context = OpsContext {
+                    pool,
+                    plugins: reloader.dir(),
+                    host_id: host_id.clone(),
+                    metrics: metrics.clone(),
+                    host_ttl,
+                };
+                Some(HttpServer::start(config, context).await?)
+            }
+            None => None,
+        };
         Ok(Host {
             engine,
             registry,
             reloader,
             worker,
             host_id,
+            metrics,
+            plugin_counter,
+            http,
         })
     }
 
@@ -151,21 +192,46 @@ impl Host {
         &self.engine
     }
 
-    /// Serve until `shutdown` resolves, then stop watching and shut the
-    /// worker down gracefully (see [`Worker::run`]).
+    /// What it counts (what `/metrics` shows).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Where `/healthz`, `/metrics` and the dashboard are served, if they
+    /// are (the real port when asked for port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// Serve until `shutdown` resolves, then turn `/healthz` to 503, stop
+    /// watching, shut the worker down gracefully (see [`Worker::run`]) and
+    /// only then stop the HTTP server, so operators see the drain.
     ///
     /// # Errors
     /// Only when the worker cannot start (the database is unreachable).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let Host {
-            reloader, worker, ..
+            reloader,
+            worker,
+            plugin_counter,
+            http,
+            ..
         } = self;
-        worker
+        let drain = http.as_ref().map(HttpServer::drain_handle);
+        let served = worker
             .run(async move {
                 shutdown.await;
+                if let Some(drain) = &drain {
+                    drain.start();
+                }
                 reloader.stop().await;
             })
-            .await
+            .await;
+        plugin_counter.abort();
+        if let Some(http) = http {
+            http.stop().await;
+        }
+        served
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! Strategy: each call gets its own [`GuestOutput`] pair. Bytes are split
 //! into lines and every complete line becomes one `tracing` event (target
-//! `cairn::guest`) carrying the plugin's module, the action and the attempt.
+//! `cairn::guest`) carrying the plugin's module, the action, the queue row's
+//! id (`action_id`) and the attempt, from the call's [`CallContext`] — the
+//! guest cannot forge them.
 //! Writes always succeed from the guest's point of view: past
 //! [`Limits::max_output_bytes`](crate::limits::Limits) lines are counted and
 //! dropped instead of failing the write, because a failed `println!` would
@@ -19,6 +21,7 @@ use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
+use crate::store::CallContext;
 use cairn_contract::PANIC_MARKER;
 
 /// Which guest stream a [`GuestOutput`] captures.
@@ -36,9 +39,7 @@ pub(crate) struct GuestOutput {
 
 struct State {
     stream: Stream,
-    module: String,
-    action: String,
-    attempt: u32,
+    call: Arc<CallContext>,
     budget: usize,
     dropped: usize,
     partial: Vec<u8>,
@@ -46,19 +47,11 @@ struct State {
 }
 
 impl GuestOutput {
-    pub(crate) fn new(
-        stream: Stream,
-        module: &str,
-        action: &str,
-        attempt: u32,
-        budget: usize,
-    ) -> Self {
+    pub(crate) fn new(stream: Stream, call: Arc<CallContext>, budget: usize) -> Self {
         GuestOutput {
             state: Arc::new(Mutex::new(State {
                 stream,
-                module: module.to_owned(),
-                action: action.to_owned(),
-                attempt,
+                call,
                 budget,
                 dropped: 0,
                 partial: Vec::new(),
@@ -85,10 +78,11 @@ impl GuestOutput {
             state.line(&line);
         }
         if state.dropped > 0 {
+            let call = &state.call;
             tracing::warn!(
                 target: "cairn::guest",
-                module = %state.module, action = %state.action, attempt = state.attempt,
-                stream = ?state.stream,
+                module = %call.module, action = %call.action, action_id = %call.action_id,
+                attempt = call.attempt, stream = ?state.stream,
                 "guest output truncated: {} bytes dropped over the {}-byte limit", state.dropped, state.budget
             );
             state.dropped = 0;
@@ -117,13 +111,15 @@ impl State {
             return;
         }
         self.budget -= line.len();
-        let (module, action, attempt) = (&self.module, &self.action, self.attempt);
+        let call = &self.call;
+        let (module, action, action_id, attempt) =
+            (&call.module, &call.action, &call.action_id, call.attempt);
         match self.stream {
             Stream::Stdout => {
-                tracing::info!(target: "cairn::guest", module = %module, action = %action, attempt, stream = "stdout", "{text}")
+                tracing::info!(target: "cairn::guest", module = %module, action = %action, action_id = %action_id, attempt, stream = "stdout", "{text}")
             }
             Stream::Stderr => {
-                tracing::warn!(target: "cairn::guest", module = %module, action = %action, attempt, stream = "stderr", "{text}")
+                tracing::warn!(target: "cairn::guest", module = %module, action = %action, action_id = %action_id, attempt, stream = "stderr", "{text}")
             }
         }
     }

@@ -62,8 +62,9 @@ pub struct HostState {
     wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
-    /// Who is being called.
-    pub(crate) call: CallContext,
+    /// Who is being called (shared with the call's captured stdout and
+    /// stderr, whose log lines name it too).
+    pub(crate) call: Arc<CallContext>,
     /// The calling plugin's settings and database, for the dependencies.
     pub(crate) deps: Arc<PluginDeps>,
     pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
@@ -76,7 +77,7 @@ impl HostState {
     /// sandbox: denying, output captured).
     pub(crate) fn new(
         wasi: WasiCtx,
-        call: CallContext,
+        call: Arc<CallContext>,
         deps: Arc<PluginDeps>,
         memory_cap: usize,
     ) -> Self {

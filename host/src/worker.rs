@@ -22,6 +22,15 @@
 //!   whenever the registry changes (a reload), followed by a `cairn_actions`
 //!   notification so that every host — this one included — claims rows that
 //!   waited for an added or replaced action now rather than at its next poll.
+//!   Given the plugin directory ([`Worker::with_plugin_dir`]), the heartbeat
+//!   also publishes the plugin files this host has loaded, refreshed at once
+//!   on every reload event (a rejected file changes no key, but operators
+//!   want to see it);
+//! * [`Metrics`] are recorded on the way (claim and completion batch sizes,
+//!   in-flight actions and free permits, each attempt's outcome, run time and
+//!   queue wait, lost and rescued leases) through per-action handles taken
+//!   once per registry change, so an attempt costs a few atomic operations
+//!   and no allocation.
 //!
 //! Failure modes. A failed attempt is retried with exponential backoff and
 //! jitter (enforced through `run_at`) while it is retryable and attempts
@@ -44,9 +53,15 @@
 
 use crate::engine::Engine;
 use crate::error::one_line;
+use crate::key::ActionKey;
+use crate::metrics::{ActionMetrics, Metrics, OutcomeLabel};
+use crate::plugin::display_name;
 use crate::queue::notify::{self, ACTIONS_CHANNEL};
-use crate::queue::{self, backoff, ClaimedAction, Completion, ServedAction};
+use crate::queue::{
+    self, backoff, ClaimedAction, Completion, LoadedPlugin, RejectedVersion, ServedAction,
+};
 use crate::registry::{ActionHandler, Registry, Snapshot};
+use crate::reload::{FileOutcome, PluginDir, ReloadEvent};
 use crate::sandbox::{self, Invocation};
 use anyhow::{Context, Result};
 use sqlx::postgres::PgListener;
@@ -129,6 +144,8 @@ pub struct Worker {
     pool: PgPool,
     host_id: String,
     config: WorkerConfig,
+    metrics: Arc<Metrics>,
+    plugin_dir: Option<PluginDir>,
 }
 
 /// What the tasks of one running worker share.
@@ -136,6 +153,9 @@ struct Shared {
     engine: Engine,
     registry: Arc<Registry>,
     config: WorkerConfig,
+    metrics: Arc<Metrics>,
+    /// What the heartbeat publishes as this host's plugin files, if given.
+    plugin_dir: Option<PluginDir>,
     /// Running rows and how to stop them.
     inflight: Mutex<HashMap<i64, AbortHandle>>,
     /// Signalled when a task finishes (capacity freed).
@@ -160,7 +180,23 @@ impl Worker {
             pool,
             host_id,
             config,
+            metrics: Arc::new(Metrics::new()),
+            plugin_dir: None,
         }
+    }
+
+    /// The same worker, recording into `metrics` (see [`crate::metrics`])
+    /// instead of a private set nobody reads.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The same worker, publishing `dir`'s files (what serves, what was
+    /// rejected) with every heartbeat, and at once on every reload event.
+    pub fn with_plugin_dir(mut self, dir: PluginDir) -> Self {
+        self.plugin_dir = Some(dir);
+        self
     }
 
     /// Run until `shutdown` resolves, then shut down gracefully (see the
@@ -176,6 +212,8 @@ impl Worker {
             pool,
             host_id,
             config,
+            metrics,
+            plugin_dir,
         } = self;
         let owner: Arc<str> = host_id.into();
         let concurrency = config.concurrency.max(1);
@@ -183,16 +221,19 @@ impl Worker {
         // Subscribe before the first heartbeat so that no change slips
         // between the two.
         let changes = registry.subscribe();
+        let reloads = plugin_dir.as_ref().map(PluginDir::subscribe);
         let shared = Arc::new(Shared {
             engine,
             registry,
             config,
+            metrics,
+            plugin_dir,
             inflight: Mutex::new(HashMap::new()),
             finished: Notify::new(),
             wake: wake.clone(),
         });
 
-        queue::heartbeat(&pool, &owner, &shared.registry.names())
+        write_heartbeat(&pool, &owner, &shared)
             .await
             .context("worker start: heartbeat")?;
         let mut listener = PgListener::connect_with(&pool)
@@ -210,14 +251,17 @@ impl Worker {
             owner.clone(),
             done_rx,
             written.clone(),
+            shared.metrics.clone(),
         ));
         let maintenance_task = tokio::spawn(maintain(
             pool.clone(),
             owner.clone(),
             shared.clone(),
             changes,
+            reloads,
         ));
         tracing::info!(host = %owner, concurrency, actions = shared.registry.snapshot().len(), "worker started");
+        shared.metrics.worker_started(concurrency);
 
         let permits = Arc::new(Semaphore::new(concurrency));
         let mut claims = ClaimSet::default();
@@ -232,18 +276,25 @@ impl Worker {
                 // and which version runs it: a row runs on the version that
                 // was live when it was claimed, whatever a reload does next.
                 let snapshot = shared.registry.snapshot();
-                let served = claims.served(&snapshot, shared.config.default_max_attempts);
+                let served = claims.served(
+                    &snapshot,
+                    shared.config.default_max_attempts,
+                    &shared.metrics,
+                );
                 let claimed = claim_connection
                     .claim(&pool, &owner, free as u32, shared.config.lease, served)
                     .await;
                 match claimed {
                     Ok(rows) => {
                         saturated = rows.len() >= free;
+                        if !rows.is_empty() {
+                            shared.metrics.claimed(rows.len());
+                        }
                         for row in rows {
                             match permits.clone().try_acquire_owned() {
                                 Ok(permit) => {
-                                    let handler = snapshot.get(&row.key).cloned();
-                                    spawn_action(&shared, row, handler, permit, done_tx.clone());
+                                    let runnable = claims.runnable(&row.key).cloned();
+                                    spawn_action(&shared, row, runnable, permit, done_tx.clone());
                                 }
                                 Err(_) => give_back(row, &done_tx),
                             }
@@ -269,6 +320,7 @@ impl Worker {
         }
 
         // Graceful shutdown.
+        shared.metrics.worker_stopping();
         let running = shared
             .inflight
             .lock()
@@ -398,16 +450,33 @@ fn give_back(row: ClaimedAction, done: &mpsc::UnboundedSender<Completion>) {
 }
 
 /// The served actions of the latest registry snapshot, as the claim takes
-/// them; rebuilt only when the registry changes (a claim runs per batch, a
-/// change per reload).
+/// them, and what runs each claimed row (its handler from that snapshot and
+/// its metrics); rebuilt only when the registry changes (a claim runs per
+/// batch, a change per reload).
 #[derive(Default)]
 struct ClaimSet {
     generation: Option<u64>,
     served: Vec<ServedAction>,
+    runnable: HashMap<ActionKey, Runnable>,
+}
+
+/// What runs one claimed row: the handler of the claim's snapshot, and the
+/// action's metrics.
+#[derive(Clone)]
+struct Runnable {
+    handler: Arc<ActionHandler>,
+    metrics: ActionMetrics,
 }
 
 impl ClaimSet {
-    fn served(&mut self, snapshot: &Snapshot, default_max_attempts: u32) -> &[ServedAction] {
+    /// The served actions of `snapshot`; from then on, [`runnable`](Self::runnable)
+    /// answers from that same snapshot.
+    fn served(
+        &mut self,
+        snapshot: &Snapshot,
+        default_max_attempts: u32,
+        metrics: &Metrics,
+    ) -> &[ServedAction] {
         if self.generation != Some(snapshot.generation()) {
             self.served = snapshot
                 .iter()
@@ -419,16 +488,32 @@ impl ClaimSet {
                         .map_or(default_max_attempts, |r| r.max_attempts),
                 })
                 .collect();
+            self.runnable = snapshot
+                .iter()
+                .map(|(key, handler)| {
+                    let runnable = Runnable {
+                        handler: handler.clone(),
+                        metrics: metrics.action(key),
+                    };
+                    (key.clone(), runnable)
+                })
+                .collect();
             self.generation = Some(snapshot.generation());
         }
         &self.served
+    }
+
+    /// What runs a row of `key`, from the snapshot of the last
+    /// [`served`](Self::served).
+    fn runnable(&self, key: &ActionKey) -> Option<&Runnable> {
+        self.runnable.get(key)
     }
 }
 
 fn spawn_action(
     shared: &Arc<Shared>,
     row: ClaimedAction,
-    handler: Option<Arc<ActionHandler>>,
+    runnable: Option<Runnable>,
     permit: OwnedSemaphorePermit,
     done: mpsc::UnboundedSender<Completion>,
 ) {
@@ -436,13 +521,14 @@ fn spawn_action(
     // Hold the map's lock while spawning so the task cannot remove its
     // entry before it is inserted.
     let mut inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
+    shared.metrics.started();
     let guard = Running {
         shared: shared.clone(),
         id,
         permit: Some(permit),
     };
     let handle = tokio::spawn(async move {
-        let completion = execute(&guard.shared, row, handler).await;
+        let completion = execute(&guard.shared, row, runnable).await;
         let _ = done.send(completion);
         drop(guard);
     });
@@ -468,18 +554,15 @@ impl Drop for Running {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
         drop(self.permit.take());
+        self.shared.metrics.finished();
         self.shared.finished.notify_one();
     }
 }
 
-/// Run one claimed row on `handler` (from the claim's registry snapshot)
+/// Run one claimed row on its handler (from the claim's registry snapshot)
 /// and decide its outcome.
-async fn execute(
-    shared: &Shared,
-    row: ClaimedAction,
-    handler: Option<Arc<ActionHandler>>,
-) -> Completion {
-    let Some(handler) = handler else {
+async fn execute(shared: &Shared, row: ClaimedAction, runnable: Option<Runnable>) -> Completion {
+    let Some(Runnable { handler, metrics }) = runnable else {
         // Cannot happen (only served keys are claimed), but if it did, give
         // the row back, uncounted, for a host that has the action.
         tracing::warn!(
@@ -494,12 +577,22 @@ async fn execute(
         attempt: row.attempt,
         timeout: row.timeout,
     };
-    match handler
+    // Queue wait by the database's clock: claimed at `lease_expires_at -
+    // lease`.
+    let claimed_at = row.lease_expires_at
+        - chrono::Duration::from_std(shared.config.lease).unwrap_or(chrono::Duration::zero());
+    metrics.queue_wait((claimed_at - row.run_at).to_std().unwrap_or_default());
+    let started = std::time::Instant::now();
+    let outcome = handler
         .plugin
         .invoke(&shared.engine, &row.key.name, row.args, &invocation)
-        .await
-    {
-        Ok(result) => Completion::succeeded(row.id, result),
+        .await;
+    let run_time = started.elapsed();
+    match outcome {
+        Ok(result) => {
+            metrics.attempt(OutcomeLabel::Succeeded, run_time);
+            Completion::succeeded(row.id, result)
+        }
         Err(failure) => {
             let config = &shared.config;
             let policy = handler.info.retry;
@@ -514,7 +607,9 @@ async fn execute(
                 .unwrap_or(config.default_max_backoff);
             // Which build ran matters during a reload: name its digest.
             let digest = handler.plugin.digest.short();
-            if failure.retryable && row.attempt < row.max_attempts {
+            let retrying = failure.retryable && row.attempt < row.max_attempts;
+            metrics.attempt(OutcomeLabel::of(Some(failure.kind), retrying), run_time);
+            if retrying {
                 let delay = backoff::jittered(initial, max, row.attempt);
                 tracing::info!(
                     action_id = row.id,
@@ -573,6 +668,7 @@ async fn write_completions(
     owner: Arc<str>,
     mut done: mpsc::UnboundedReceiver<Completion>,
     written_count: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::with_capacity(MAX_COMPLETION_BATCH);
     while let Some(first) = done.recv().await {
@@ -587,6 +683,7 @@ async fn write_completions(
         loop {
             match queue::complete(&pool, &owner, &batch).await {
                 Ok(written) => {
+                    metrics.completion_batch(batch.len());
                     let finished = batch
                         .iter()
                         .filter(|c| written.contains(&c.id) && c.outcome.is_final())
@@ -598,6 +695,7 @@ async fn write_completions(
                             .map(|c| c.id)
                             .filter(|id| !written.contains(id))
                             .collect();
+                        metrics.leases_lost(lost.len());
                         tracing::warn!(
                             ?lost,
                             "completions not written: this host no longer holds those rows"
@@ -617,12 +715,14 @@ async fn write_completions(
 }
 
 /// Renew, rescue, heartbeat, fail unknown actions — each on its own period —
-/// and announce registry changes at once.
+/// and announce registry changes at once; republish the plugin files on
+/// every reload event.
 async fn maintain(
     pool: PgPool,
     owner: Arc<str>,
     shared: Arc<Shared>,
     mut changes: broadcast::Receiver<crate::registry::Change>,
+    mut reloads: Option<broadcast::Receiver<ReloadEvent>>,
 ) {
     let config = &shared.config;
     let mut renew = tokio::time::interval(config.renew_every);
@@ -638,10 +738,17 @@ async fn maintain(
         tokio::select! {
             _ = renew.tick() => renew_leases(&pool, &owner, &shared).await,
             _ = rescue.tick() => {
-                rescue_expired(&pool).await;
+                rescue_expired(&pool, &shared.metrics).await;
                 fail_unknown(&pool, config).await;
             }
-            _ = heartbeat.tick() => send_heartbeat(&pool, &owner, &shared.registry).await,
+            _ = heartbeat.tick() => send_heartbeat(&pool, &owner, &shared).await,
+            changed = reloaded(&mut reloads) => {
+                // The file list changed (a rejection changes no key, so the
+                // registry would not say): publish it now.
+                if changed {
+                    send_heartbeat(&pool, &owner, &shared).await;
+                }
+            }
             change = changes.recv(), if !closed => {
                 let keys = match change {
                     Ok(change) => change.served().map(ToString::to_string).collect(),
@@ -651,7 +758,7 @@ async fn maintain(
                         continue;
                     }
                 };
-                announce(&pool, &owner, &shared.registry, &keys).await;
+                announce(&pool, &owner, &shared, &keys).await;
             }
         }
     }
@@ -681,6 +788,7 @@ async fn renew_leases(pool: &PgPool, owner: &str, shared: &Shared) {
                     .filter_map(|id| inflight.remove(id).map(|h| (*id, h)))
                     .collect()
             };
+            shared.metrics.leases_lost(lost.len());
             for (id, handle) in lost {
                 handle.abort();
                 tracing::warn!(
@@ -694,13 +802,14 @@ async fn renew_leases(pool: &PgPool, owner: &str, shared: &Shared) {
 }
 
 /// Take back the rows of hosts whose leases expired.
-async fn rescue_expired(pool: &PgPool) {
+async fn rescue_expired(pool: &PgPool, metrics: &Metrics) {
     let lease_expired = sandbox::host_error_payload(
         "LeaseExpired",
         "the host running this attempt stopped renewing its lease (it died or lost the database)",
     );
     match queue::requeue_expired(pool, &lease_expired).await {
         Ok(rescued) => {
+            metrics.leases_rescued(rescued.len());
             for r in rescued {
                 tracing::warn!(
                     action_id = r.id,
@@ -734,17 +843,66 @@ async fn fail_unknown(pool: &PgPool, config: &WorkerConfig) {
     }
 }
 
-/// Refresh this host's row in `cairn.hosts` with what it serves now.
-async fn send_heartbeat(pool: &PgPool, owner: &str, registry: &Registry) {
-    if let Err(err) = queue::heartbeat(pool, owner, &registry.names()).await {
+/// Waits for the reloader's next event, if the worker follows one (pending
+/// forever otherwise, or once its channel closed); returns whether the file
+/// list may have changed. A lagged receiver missed events: it may have.
+async fn reloaded(reloads: &mut Option<broadcast::Receiver<ReloadEvent>>) -> bool {
+    let Some(receiver) = reloads else {
+        return std::future::pending().await;
+    };
+    match receiver.recv().await {
+        Ok(event) => !matches!(event.outcome, FileOutcome::Unchanged { .. }),
+        Err(broadcast::error::RecvError::Lagged(_)) => true,
+        Err(broadcast::error::RecvError::Closed) => {
+            *reloads = None;
+            std::future::pending().await
+        }
+    }
+}
+
+/// Write this host's row in `cairn.hosts`: what it serves now and, if the
+/// worker follows a plugin directory, its plugin files.
+async fn write_heartbeat(pool: &PgPool, owner: &str, shared: &Shared) -> Result<()> {
+    let keys = shared.registry.names();
+    match &shared.plugin_dir {
+        Some(dir) => queue::heartbeat_with_plugins(pool, owner, &keys, &published(dir)).await,
+        None => queue::heartbeat(pool, owner, &keys).await,
+    }
+}
+
+/// What this host publishes of its plugin files: names, digests, modules,
+/// action names and rejections — never settings or secrets.
+fn published(dir: &PluginDir) -> Vec<LoadedPlugin> {
+    dir.files()
+        .iter()
+        .map(|f| LoadedPlugin {
+            file: display_name(&f.file),
+            digest: f.serving.as_ref().map(|p| p.digest.hex()),
+            module: f.serving.as_ref().map(|p| p.module.clone()),
+            actions: f
+                .serving
+                .as_ref()
+                .map(|p| p.actions.iter().map(|a| a.name.clone()).collect())
+                .unwrap_or_default(),
+            rejected: f.rejected.as_ref().map(|r| RejectedVersion {
+                digest: r.digest.map(|d| d.hex()),
+                reason: format!("({}) {}", r.error.phase, r.error.message),
+            }),
+        })
+        .collect()
+}
+
+/// Refresh this host's row in `cairn.hosts` (see [`write_heartbeat`]).
+async fn send_heartbeat(pool: &PgPool, owner: &str, shared: &Shared) {
+    if let Err(err) = write_heartbeat(pool, owner, shared).await {
         tracing::error!("{}", one_line(&err));
     }
 }
 
 /// The registry changed: publish what this host serves now, then wake every
 /// host for the rows of `keys` that may have waited for it.
-async fn announce(pool: &PgPool, owner: &str, registry: &Registry, keys: &[String]) {
-    send_heartbeat(pool, owner, registry).await;
+async fn announce(pool: &PgPool, owner: &str, shared: &Shared, keys: &[String]) {
+    send_heartbeat(pool, owner, shared).await;
     if !keys.is_empty() {
         if let Err(err) = notify::actions_available(pool, keys).await {
             tracing::warn!("after a reload: {}", one_line(&err));

@@ -2,7 +2,9 @@
 //! stderr with a non-zero exit — never a panic or a backtrace.
 
 use crate::pg::fresh_db;
-use crate::support::{cairn, plugin_dir, wasm, Serve, SOON};
+use crate::support::{
+    assert_clean_failure, assert_usage_error, cairn, plugin_dir, wasm, Serve, SOON,
+};
 use anyhow::{anyhow, ensure, Context, Result};
 use cairn::bench::reload::{result_version, with_version};
 use cairn::queue::{ActionStatus, Client, EnqueueRequest};
@@ -15,44 +17,6 @@ fn run(args: &[&str]) -> Result<Output> {
 
 fn stdout_json(out: &Output) -> Result<Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-/// A failing command prints exactly one `error:` line and nothing that
-/// looks like a panic.
-fn assert_clean_failure(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "should fail: {stderr}");
-    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "exactly one error line, got: {stderr}");
-    assert!(
-        errors[0].contains(needle),
-        "error line should mention {needle:?}: {}",
-        errors[0]
-    );
-    // The host itself never panics (a guest's own abort note may appear in
-    // its captured stderr, tagged `cairn::guest`).
-    let host_lines: Vec<_> = stderr
-        .lines()
-        .filter(|l| !l.contains("cairn::guest"))
-        .collect();
-    assert!(
-        !host_lines
-            .iter()
-            .any(|l| l.contains("panicked at") || l.contains("stack backtrace")),
-        "no host panic: {stderr}"
-    );
-}
-
-/// A usage error: clap refused an argument before anything ran. One
-/// `error:` line, exit status 2.
-fn assert_usage_error(out: &Output, needle: &str) {
-    assert_clean_failure(out, needle);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "a usage error exits 2: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //! per area.
 
 mod cli;
+mod dashboard;
 mod deps;
 mod embedded;
+mod ops;
 mod pg;
 mod python;
 mod queue;

@@ -33,7 +33,9 @@ const LOAD_LIMIT: Duration = Duration::from_secs(600);
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 fn run(cmd: &mut Command, what: &str) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("{what}: cannot start {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("{what}: cannot start {cmd:?}"))?;
     ensure!(
         out.status.success(),
         "{what} failed ({}):\n{}\n{}",
@@ -70,9 +72,14 @@ fn make_venv() -> Result<PathBuf> {
         && venv.join("bin/componentize-py").exists();
     if !fresh {
         let _ = std::fs::remove_dir_all(&venv);
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "creating the SDK's venv (python3 -m venv)")?;
         run(
-            Command::new(venv.join("bin/pip")).args(["install", "--quiet", "-e"]).arg(&sdk),
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "creating the SDK's venv (python3 -m venv)",
+        )?;
+        run(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "-e"])
+                .arg(&sdk),
             "installing the Python SDK (pip install -e guest-sdk/python)",
         )?;
     }
@@ -82,7 +89,11 @@ fn make_venv() -> Result<PathBuf> {
 /// `cairn-py build SRC -o OUT`.
 fn build_python(src: &Path, out: &Path) -> Result<()> {
     run(
-        Command::new(cairn_py()?).arg("build").arg(src).arg("-o").arg(out),
+        Command::new(cairn_py()?)
+            .arg("build")
+            .arg(src)
+            .arg("-o")
+            .arg(out),
         &format!("cairn-py build {}", src.display()),
     )?;
     Ok(())
@@ -108,7 +119,10 @@ fn python_example(name: &str) -> Result<PathBuf> {
 fn plugins(python: &[&str], rust: &[&str]) -> Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
     for name in python {
-        std::fs::copy(python_example(name)?, dir.path().join(format!("py_{name}.wasm")))?;
+        std::fs::copy(
+            python_example(name)?,
+            dir.path().join(format!("py_{name}.wasm")),
+        )?;
     }
     for name in rust {
         std::fs::copy(wasm(name), dir.path().join(format!("rs_{name}.wasm")))?;
@@ -129,12 +143,14 @@ async fn serve(db: &TestDb, plugins: tempfile::TempDir, config: Option<&str>) ->
 
 /// Enqueue `module:name` with JSON keyword arguments; the row's id.
 async fn enqueue(db: &TestDb, module: &str, name: &str, args: Value) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT cairn.enqueue($1, $2, $3::jsonb)")
-        .bind(module)
-        .bind(name)
-        .bind(args)
-        .fetch_one(&db.pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT cairn.enqueue($1, $2, $3::jsonb)")
+            .bind(module)
+            .bind(name)
+            .bind(args)
+            .fetch_one(&db.pool)
+            .await?,
+    )
 }
 
 /// The finished row `id`: (status, attempts, outcome as JSON).
@@ -164,15 +180,23 @@ async fn python_actions_return_results_through_serve() -> Result<()> {
     let db = fresh_db().await?;
     let dir = plugins(&["greet", "math"], &[])?;
     let _serve = serve(&db, dir, None).await?;
-    assert_eq!(result_of(&db, "greet", "hello", json!({"name": "Ada"})).await?, json!("Hello, Ada!"));
+    assert_eq!(
+        result_of(&db, "greet", "hello", json!({"name": "Ada"})).await?,
+        json!("Hello, Ada!")
+    );
     assert_eq!(
         result_of(&db, "greet", "shout", json!({"name": "Ada", "times": 2})).await?,
         json!("HELLO, ADA! HELLO, ADA!")
     );
-    assert_eq!(result_of(&db, "math", "add", json!({"a": 2, "b": 40})).await?, json!(42));
+    assert_eq!(
+        result_of(&db, "math", "add", json!({"a": 2, "b": 40})).await?,
+        json!(42)
+    );
     // A tuple of floats; jsonb (cairn.payload_to_json) prints 3.0 as 3, so compare as numbers.
     let stats = result_of(&db, "math", "stats", json!({"values": [3, 1.5, 2]})).await?;
-    let numbers: Option<Vec<f64>> = stats.as_array().map(|a| a.iter().filter_map(Value::as_f64).collect());
+    let numbers: Option<Vec<f64>> = stats
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect());
     assert_eq!(numbers, Some(vec![1.5, 3.0]), "{stats}");
     Ok(())
 }
@@ -195,18 +219,34 @@ async fn python_exception_is_stored_as_an_error_payload_with_its_traceback() -> 
     // traceback and the MRO in its details under the contract's keys, and
     // the host lifts them into the payload's own fields.
     let traceback = error["traceback"].as_str().context("no traceback")?;
-    assert!(traceback.contains("File \"app.py\", line") && traceback.contains("in divide"), "{traceback}");
+    assert!(
+        traceback.contains("File \"app.py\", line") && traceback.contains("in divide"),
+        "{traceback}"
+    );
     assert_eq!(
         error["type_hierarchy"],
-        json!(["ZeroDivisionError", "ArithmeticError", "Exception", "BaseException"])
+        json!([
+            "ZeroDivisionError",
+            "ArithmeticError",
+            "Exception",
+            "BaseException"
+        ])
     );
-    assert!(error.get("values").is_none_or(|v| v.get("cairn:traceback").is_none()), "{json}");
+    assert!(
+        error
+            .get("values")
+            .is_none_or(|v| v.get("cairn:traceback").is_none()),
+        "{json}"
+    );
     // A bad argument is the SDK's ArgumentError, naming the parameter.
     let id = enqueue(&db, "math", "add", json!({"a": 1, "b": "two"})).await?;
     let (status, _, json) = outcome(&db, id).await?;
     assert_eq!(status, "failed");
     assert_eq!(json["error"]["type"], "ArgumentError");
-    assert_eq!(json["error"]["message"], "argument `b`: invalid type: string \"two\", expected int");
+    assert_eq!(
+        json["error"]["message"],
+        "argument `b`: invalid type: string \"two\", expected int"
+    );
     Ok(())
 }
 
@@ -217,7 +257,10 @@ async fn python_plugin_imports_only_what_it_uses_and_ungranted_kv_is_refused() -
     // Config granted, kv not: visits is refused naming the kv grant; greet,
     // which imports no cairn dependency, loads without any grant.
     let config = cwd.path().join("cairn.toml");
-    std::fs::write(&config, "[plugins.visits]\ngrants = [\"config\"]\n[plugins.visits.config]\nsite_name = \"docs\"\n")?;
+    std::fs::write(
+        &config,
+        "[plugins.visits]\ngrants = [\"config\"]\n[plugins.visits.config]\nsite_name = \"docs\"\n",
+    )?;
     let out = cairn()
         .current_dir(cwd.path())
         .arg("plugins")
@@ -233,9 +276,18 @@ async fn python_plugin_imports_only_what_it_uses_and_ungranted_kv_is_refused() -
             && both.contains("imports `cairn:plugin/kv`, which is not granted: add \"kv\" to plugins.visits.grants"),
         "{both}"
     );
-    assert!(!stdout.lines().any(|l| l.starts_with("visits:")), "{stdout}");
-    let greet = stdout.lines().find(|l| l.starts_with("greet:hello")).context("greet:hello listed")?;
-    assert!(!greet.contains("kv") && !greet.contains("config"), "{greet}");
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("visits:")),
+        "{stdout}"
+    );
+    let greet = stdout
+        .lines()
+        .find(|l| l.starts_with("greet:hello"))
+        .context("greet:hello listed")?;
+    assert!(
+        !greet.contains("kv") && !greet.contains("config"),
+        "{greet}"
+    );
     Ok(())
 }
 
@@ -246,10 +298,16 @@ async fn python_kv_and_config_through_a_depends_chain() -> Result<()> {
     let config = "[plugins.visits]\ngrants = [\"kv\", \"config\"]\n[plugins.visits.config]\nsite_name = \"docs\"\n";
     let _serve = serve(&db, dir, Some(config)).await?;
     let first = result_of(&db, "visits", "visit", json!({"page": "home"})).await?;
-    assert_eq!(first, json!({"site": "docs", "url": "https://example.test/home", "visits": 1}));
+    assert_eq!(
+        first,
+        json!({"site": "docs", "url": "https://example.test/home", "visits": 1})
+    );
     let second = result_of(&db, "visits", "visit", json!({"page": "home"})).await?;
     assert_eq!(second["visits"], 2);
-    assert_eq!(result_of(&db, "visits", "peek", json!({"page": "home"})).await?, json!(2));
+    assert_eq!(
+        result_of(&db, "visits", "peek", json!({"page": "home"})).await?,
+        json!(2)
+    );
     Ok(())
 }
 
@@ -258,8 +316,14 @@ async fn python_use_cache_on_and_off_counts_constructions() -> Result<()> {
     let db = fresh_db().await?;
     let dir = plugins(&["deps_cache"], &[])?;
     let _serve = serve(&db, dir, None).await?;
-    assert_eq!(result_of(&db, "deps_cache", "cached", json!({})).await?, json!(1));
-    assert_eq!(result_of(&db, "deps_cache", "fresh", json!({})).await?, json!(2));
+    assert_eq!(
+        result_of(&db, "deps_cache", "cached", json!({})).await?,
+        json!(1)
+    );
+    assert_eq!(
+        result_of(&db, "deps_cache", "fresh", json!({})).await?,
+        json!(2)
+    );
     Ok(())
 }
 
@@ -281,13 +345,22 @@ async fn python_plugin_hot_reloads_a_new_version() -> Result<()> {
     let dir = plugins(&["greet"], &[])?;
     let watched = dir.path().to_owned();
     let serve = serve(&db, dir, None).await?;
-    assert_eq!(result_of(&db, "greet", "hello", json!({"name": "Ada"})).await?, json!("Hello, Ada!"));
+    assert_eq!(
+        result_of(&db, "greet", "hello", json!({"name": "Ada"})).await?,
+        json!("Hello, Ada!")
+    );
 
     // Version 2 of the same plugin: greets differently.
     let src = tempfile::tempdir()?;
     let app = std::fs::read_to_string(repo().join("examples/python/greet/app.py"))?;
-    ensure!(app.contains("f\"Hello, {name}!\""), "the greet example changed: update this test");
-    std::fs::write(src.path().join("app.py"), app.replace("f\"Hello, {name}!\"", "f\"Hi again, {name}!\""))?;
+    ensure!(
+        app.contains("f\"Hello, {name}!\""),
+        "the greet example changed: update this test"
+    );
+    std::fs::write(
+        src.path().join("app.py"),
+        app.replace("f\"Hello, {name}!\"", "f\"Hi again, {name}!\""),
+    )?;
     let staged = src.path().join("greet.wasm");
     build_python(src.path(), &staged)?;
     // Dropped in as a new file atomically replacing the old one.

@@ -6,7 +6,14 @@
 //! * [`InProcess`]: a real host ([`cairn::serve::Host`], the same type
 //!   `cairn serve` runs) in this process, on a test database;
 //! * [`Serve`]: a real `cairn serve` child process, for tests about
-//!   processes (signals, kills, several hosts) or the binary itself;
+//!   processes (signals, kills, several hosts) or the binary itself —
+//!   with `--http` ([`Serve::start_http`]) for the operations surface, and
+//!   [`http_request`], a raw HTTP/1.1 client whose every header the test
+//!   controls (`Host`, `Authorization`, `Cookie`);
+//! * [`request`] and [`finished`]: a row to enqueue, and waiting for its end;
+//!   [`row_state`]: its status and attempts as the database has them;
+//! * [`assert_clean_failure`] and [`assert_usage_error`]: how a command that
+//!   fails must look (one `error:` line; exit 2 for bad input);
 //! * the queries tests make of what hosts publish: [`host_registered`],
 //!   [`host_keys`], [`host_ids`], and [`last_finished_claim`] (when a host
 //!   last looked at the queue);
@@ -15,8 +22,10 @@
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use cairn::engine::Engine;
+use cairn::key::ActionKey;
 use cairn::limits::Limits;
 use cairn::plugin::Plugin;
+use cairn::queue::{ActionResult, ActionStatus, Client, EnqueueRequest};
 use cairn::reload::{PluginDir, ReloadConfig};
 use cairn::sandbox::{Failure, Invocation};
 use cairn::serve::{Host, ServeOptions};
@@ -25,11 +34,13 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -209,6 +220,36 @@ pub async fn db_now(pool: &PgPool) -> Result<DateTime<Utc>> {
         .await?)
 }
 
+/// A request for `module:name` with JSON keyword arguments.
+pub fn request(key: &str, args: Value) -> Result<EnqueueRequest> {
+    let args = cairn_payload::json::json_to_arguments(&args)
+        .map_err(|e| anyhow!("arguments {args}: {e}"))?;
+    Ok(EnqueueRequest::for_action(&ActionKey::parse(key)?).args(&args))
+}
+
+/// Waits (at most `limit`) until row `id` is finished.
+pub async fn finished(client: &Client, id: i64, limit: Duration) -> Result<ActionResult> {
+    let row = client.wait(id, limit).await?;
+    ensure!(
+        row.status.is_terminal(),
+        "row {id} ({}:{}) still {} after {limit:?}",
+        row.module,
+        row.name,
+        row.status
+    );
+    Ok(row)
+}
+
+/// Row `id`'s status and attempts, as the database has them now.
+pub async fn row_state(pool: &PgPool, id: i64) -> Result<(ActionStatus, i32)> {
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM cairn.actions WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await?;
+    Ok((status.parse()?, attempts))
+}
+
 /// Waits until `claims` claims, one after the other, have started after
 /// `since` (database clock) and finished: see [`last_finished_claim`].
 pub async fn claimed_since(pool: &PgPool, since: DateTime<Utc>, claims: usize) -> Result<()> {
@@ -354,7 +395,9 @@ pub struct Serve {
     child: Child,
     stderr: Arc<Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
-    _plugins: tempfile::TempDir,
+    plugins: tempfile::TempDir,
+    /// Where its `--http` server listens, if it has one.
+    http: Option<SocketAddr>,
     /// Its working directory, so that whatever it keeps under `./.cairn`
     /// goes away with it.
     _cwd: tempfile::TempDir,
@@ -371,6 +414,8 @@ pub struct ServeArgs<'a> {
     /// components in a debug build on a busy machine (an 18 MB Python
     /// component takes tens of seconds).
     pub load_limit: Duration,
+    /// Extra environment variables.
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Default for ServeArgs<'_> {
@@ -379,6 +424,7 @@ impl Default for ServeArgs<'_> {
             extra: &[],
             config: None,
             load_limit: Duration::from_secs(30),
+            env: &[],
         }
     }
 }
@@ -418,10 +464,39 @@ impl Serve {
         Self::start_with(db, plugins, args).await
     }
 
+    /// Starts `cairn serve --http 127.0.0.1:0` with the named example
+    /// plugins and the extra environment `env` (no token, text logs and
+    /// queue depth refreshed every 200 ms unless `env` says otherwise), with
+    /// a 5 s shutdown grace; returns once its `/healthz` says ok.
+    pub async fn start_http(db: &TestDb, plugins: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let mut all = vec![("CAIRN_METRICS_DEPTH_MS", "200")];
+        all.extend_from_slice(env);
+        let args = ServeArgs {
+            extra: &["--http", "127.0.0.1:0", "--shutdown-grace", "5s"],
+            env: &all,
+            ..ServeArgs::default()
+        };
+        let mut serve = Self::start_with(db, plugin_dir(plugins), args).await?;
+        let addr = until("cairn serve to say where its dashboard is", SOON, || {
+            let log = serve.stderr_text();
+            async move { Ok(dashboard_addr(&log)) }
+        })
+        .await
+        .with_context(|| serve.stderr_text())?;
+        serve.http = Some(addr);
+        until("/healthz to say ok", SOON, || async {
+            Ok((http_get(addr, "/healthz").await?.status == 200).then_some(()))
+        })
+        .await
+        .with_context(|| serve.stderr_text())?;
+        Ok(serve)
+    }
+
     /// Starts `cairn serve` on the plugin directory `plugins` with `--lease
-    /// 2s --shutdown-grace 1s` and `args`, in a working directory of its own
-    /// and with the binary's shared [`artifact_cache`]; returns once the
-    /// host has registered itself.
+    /// 2s`, `--shutdown-grace 1s` (unless `args.extra` gives one) and
+    /// `args`, in a working directory of its own and with the binary's
+    /// shared [`artifact_cache`] (`CAIRN_HTTP_TOKEN` and `CAIRN_LOG_FORMAT`
+    /// are not inherited); returns once the host has registered itself.
     pub async fn start_with(
         db: &TestDb,
         plugins: tempfile::TempDir,
@@ -435,19 +510,23 @@ impl Serve {
             .arg("--plugins")
             .arg(plugins.path())
             .args(["--database-url", &db.url])
-            .args(["--lease", "2s", "--shutdown-grace", "1s"])
-            .args(args.extra);
+            .args(["--lease", "2s"]);
+        if !args.extra.contains(&"--shutdown-grace") {
+            cmd.args(["--shutdown-grace", "1s"]);
+        }
+        cmd.args(args.extra)
+            .env_remove("CAIRN_HTTP_TOKEN")
+            .env_remove("CAIRN_LOG_FORMAT")
+            .envs(args.env.iter().copied());
         if let Some(toml) = args.config {
             let file = cwd.path().join("cairn.toml");
             std::fs::write(&file, toml)?;
             cmd.arg("--config").arg(&file);
         }
-        let mut child = cmd
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("spawning cairn serve")?;
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("spawning cairn serve")?;
         let pipe = child.stderr.take().context("no stderr pipe")?;
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
@@ -463,7 +542,8 @@ impl Serve {
             child,
             stderr,
             reader: Some(reader),
-            _plugins: plugins,
+            plugins,
+            http: None,
             _cwd: cwd,
         };
         let tag = format!("-{}-", serve.child.id());
@@ -481,6 +561,21 @@ impl Serve {
         .await;
         registered.with_context(|| serve.stderr_text())?;
         Ok(serve)
+    }
+
+    /// Its plugin directory (tests drop files into it).
+    pub fn plugins(&self) -> &Path {
+        self.plugins.path()
+    }
+
+    /// Where its HTTP server listens (only after [`start_http`](Self::start_http)).
+    pub fn addr(&self) -> SocketAddr {
+        self.http.expect("started with start_http")
+    }
+
+    /// `http://ADDR` + `path`, for a browser.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
     }
 
     /// Whether `owner` (a lease owner or host id, `hostname-PID-...`) is
@@ -541,6 +636,45 @@ pub fn cairn() -> Command {
     cmd
 }
 
+/// A failing command prints exactly one `error:` line and nothing that
+/// looks like a panic.
+pub fn assert_clean_failure(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should fail: {stderr}");
+    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "exactly one error line, got: {stderr}");
+    assert!(
+        errors[0].contains(needle),
+        "error line should mention {needle:?}: {}",
+        errors[0]
+    );
+    // The host itself never panics (a guest's own abort note may appear in
+    // its captured stderr, tagged `cairn::guest`).
+    let host_lines: Vec<_> = stderr
+        .lines()
+        .filter(|l| !l.contains("cairn::guest"))
+        .collect();
+    assert!(
+        !host_lines
+            .iter()
+            .any(|l| l.contains("panicked at") || l.contains("stack backtrace")),
+        "no host panic: {stderr}"
+    );
+}
+
+/// A usage error: clap refused an argument, or the command found the input
+/// wrong (an unknown id) before changing anything. One `error:` line, exit
+/// status 2.
+pub fn assert_usage_error(out: &Output, needle: &str) {
+    assert_clean_failure(out, needle);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a usage error exits 2: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A copy of `wasm` with a custom section appended: the same component
 /// behaviour under a different digest (a "new version" of a plugin).
 pub fn with_custom_section(wasm: &[u8], payload: &str) -> Vec<u8> {
@@ -588,5 +722,147 @@ where
             bail!("timed out after {limit:?} waiting for {what}");
         }
         tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+/// The address in a host's "dashboard at http://ADDR/" log line.
+fn dashboard_addr(log: &str) -> Option<SocketAddr> {
+    let rest = &log[log.find("dashboard at http://")? + "dashboard at http://".len()..];
+    rest[..rest.find('/')?].parse().ok()
+}
+
+/// An HTTP response, read whole.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header names (lower-cased) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one HTTP/1.1 request (`Connection: close`) with exactly `headers`
+/// besides `Connection` and `Content-Length`; a `Host` header naming `addr`
+/// is added unless given.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<HttpResponse> {
+    let mut stream = tokio::time::timeout(SOON, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| anyhow!("connecting to {addr} timed out"))??;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method == "POST" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    head.push_str(body);
+    stream.write_all(head.as_bytes()).await?;
+    let raw = tokio::time::timeout(SOON, read_response(&mut stream))
+        .await
+        .map_err(|_| anyhow!("{method} {path}: no complete answer within {SOON:?}"))??;
+    parse_response(&raw).with_context(|| format!("{method} {path}"))
+}
+
+/// GET `path`.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<HttpResponse> {
+    http_request(addr, "GET", path, &[], None).await
+}
+
+/// Reads one response: up to its `Content-Length`, the end of its chunks,
+/// or the end of the connection (some servers, chromedriver among them,
+/// keep it open despite `Connection: close`).
+async fn read_response(stream: &mut tokio::net::TcpStream) -> Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let head = text[..end].to_ascii_lowercase();
+        let body = raw.len() - (end + 4);
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if let Some(length) = length {
+            if body >= length {
+                return Ok(raw);
+            }
+        } else if head.contains("transfer-encoding: chunked") && text.ends_with("0\r\n\r\n") {
+            return Ok(raw);
+        }
+    }
+}
+
+fn parse_response(raw: &[u8]) -> Result<HttpResponse> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("no end of headers in {text:?}"))?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line in {head:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_owned()
+    };
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut body: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body
+            .split_once("\r\n")
+            .ok_or_else(|| anyhow!("bad chunk"))?;
+        let size = usize::from_str_radix(size.trim(), 16)?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..size).ok_or_else(|| anyhow!("short chunk"))?);
+        body = rest.get(size + 2..).ok_or_else(|| anyhow!("short chunk"))?;
     }
 }

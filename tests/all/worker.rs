@@ -14,7 +14,6 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
-use cairn::key::ActionKey;
 use cairn::queue::{ActionResult, ActionStatus, Client, EnqueueRequest};
 use cairn::worker::WorkerConfig;
 use chrono::{DateTime, Utc};
@@ -23,8 +22,8 @@ use sqlx::{PgPool, Row};
 
 use crate::pg::fresh_db;
 use crate::support::{
-    claimed_since, db_now, fast_worker, host_registered, last_finished_claim, until, InProcess,
-    Serve, SOON,
+    claimed_since, db_now, fast_worker, finished, host_registered, last_finished_claim, request,
+    until, InProcess, Serve, SOON,
 };
 
 /// A row as the database holds it, with the database's clock at reading.
@@ -66,26 +65,6 @@ async fn snap(pool: &PgPool, id: i64) -> Result<Snap> {
         error: r.try_get("error")?,
         now: r.try_get("now")?,
     })
-}
-
-/// A request for `module:name` with JSON keyword arguments.
-fn request(key: &str, args: Value) -> Result<EnqueueRequest> {
-    let args = cairn_payload::json::json_to_arguments(&args)
-        .map_err(|e| anyhow!("arguments {args}: {e}"))?;
-    Ok(EnqueueRequest::for_action(&ActionKey::parse(key)?).args(&args))
-}
-
-/// Waits (at most `limit`) until row `id` is finished.
-async fn finished(client: &Client, id: i64, limit: Duration) -> Result<ActionResult> {
-    let row = client.wait(id, limit).await?;
-    ensure!(
-        row.status.is_terminal(),
-        "row {id} ({}:{}) still {} after {limit:?}",
-        row.module,
-        row.name,
-        row.status
-    );
-    Ok(row)
 }
 
 /// Fails unless `row` succeeded, showing its error if it has one.

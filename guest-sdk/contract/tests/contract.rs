@@ -22,7 +22,10 @@ fn vectors() -> Vec<(String, Option<u64>)> {
         let expected = match expected.trim() {
             "error" => None,
             "zero" => Some(0),
-            ms => Some(ms.parse().unwrap_or_else(|_| panic!("bad expectation in {line:?}"))),
+            ms => Some(
+                ms.parse()
+                    .unwrap_or_else(|_| panic!("bad expectation in {line:?}")),
+            ),
         };
         out.push((input, expected));
     }
@@ -41,7 +44,9 @@ fn every_duration_vector_parses_as_specified() {
 #[test]
 fn positive_durations_refuse_exactly_the_zero_vectors() {
     for (input, expected) in vectors() {
-        let got = parse_positive_duration(&input).ok().map(|d| d.as_millis() as u64);
+        let got = parse_positive_duration(&input)
+            .ok()
+            .map(|d| d.as_millis() as u64);
         let want = expected.filter(|&ms| ms > 0);
         assert_eq!(got, want, "parse_positive_duration({input:?})");
     }
@@ -68,7 +73,9 @@ fn an_overflowing_duration_is_refused_not_wrapped() {
 
 #[test]
 fn formatted_durations_parse_back() {
-    for ms in [0u64, 1, 999, 1_000, 1_500, 60_000, 90_000, 3_600_000, 7_200_001] {
+    for ms in [
+        0u64, 1, 999, 1_000, 1_500, 60_000, 90_000, 3_600_000, 7_200_001,
+    ] {
         let d = Duration::from_millis(ms);
         assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{ms} ms");
     }

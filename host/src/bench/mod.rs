@@ -25,8 +25,10 @@ use std::time::Duration;
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// A `cairn serve` child of this process (the same binary), logging at
-/// `warn` unless `CAIRN_LOG` says otherwise. Killed if dropped; stop it with
-/// [`ServeChild::stop`] to let it shut down gracefully.
+/// `warn` unless `CAIRN_LOG` says otherwise, serving no HTTP unless `env`
+/// sets `CAIRN_HTTP` (an inherited one would skew a measurement). Killed if
+/// dropped; stop it with [`ServeChild::stop`] to let it shut down
+/// gracefully.
 pub struct ServeChild {
     child: tokio::process::Child,
 }
@@ -58,6 +60,7 @@ impl ServeChild {
             "CAIRN_LOG",
             std::env::var("CAIRN_LOG").unwrap_or_else(|_| "warn".into()),
         )
+        .env_remove("CAIRN_HTTP")
         .envs(env)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);

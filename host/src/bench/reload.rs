@@ -33,6 +33,7 @@ use crate::queue::{ActionStatus, Client, EnqueueRequest};
 use crate::registry::Registry;
 use crate::reload::{FileOutcome, ReloadConfig, ReloadEvent, Reloader};
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use indicatif::ProgressBar;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -182,8 +183,11 @@ pub async fn run(db: &Database, options: &Options) -> Result<Report> {
 
 async fn measure(db: &Database, options: &Options, template: &[u8], work: &Path) -> Result<Report> {
     let rounds = options.rounds.max(1) as u32;
-    let (swap, warm_compilations) = swap_phase(template, work, rounds).await?;
-    let serving = serving_phase(db, options, template, work, rounds).await?;
+    // Two phases, each `rounds` cold and `rounds` warm landings.
+    let bar = crate::progress::bar(u64::from(rounds) * 4, "landings", "files");
+    let (swap, warm_compilations) = swap_phase(template, work, rounds, &bar).await?;
+    let serving = serving_phase(db, options, template, work, rounds, &bar).await?;
+    bar.finish_and_clear();
     Ok(Report {
         swap,
         warm_compilations,
@@ -227,7 +231,12 @@ fn dirs(work: &Path, phase: &str) -> Result<(PathBuf, PathBuf, PathBuf)> {
     Ok((plugins, staging, cache))
 }
 
-async fn swap_phase(template: &[u8], work: &Path, rounds: u32) -> Result<(Landings, u64)> {
+async fn swap_phase(
+    template: &[u8],
+    work: &Path,
+    rounds: u32,
+    bar: &ProgressBar,
+) -> Result<(Landings, u64)> {
     let (plugins, staging, cache) = dirs(work, "swap")?;
     std::fs::write(plugins.join("versioned.wasm"), with_version(template, 1)?)?;
     let mut config = ReloadConfig::from_env(work)?;
@@ -265,6 +274,7 @@ async fn swap_phase(template: &[u8], work: &Path, rounds: u32) -> Result<(Landin
             })
             .await
             .with_context(|| format!("swap phase, round {round}"))?;
+            bar.inc(1);
             if warm {
                 &mut phase.warm
             } else {
@@ -286,6 +296,7 @@ async fn serving_phase(
     template: &[u8],
     work: &Path,
     rounds: u32,
+    bar: &ProgressBar,
 ) -> Result<Landings> {
     let (plugins, staging, cache) = dirs(work, "serve")?;
     std::fs::write(plugins.join("versioned.wasm"), with_version(template, 1)?)?;
@@ -311,6 +322,7 @@ async fn serving_phase(
                 })
                 .await
                 .with_context(|| format!("serving phase, round {round}"))?;
+                bar.inc(1);
                 if warm {
                     &mut phase.warm
                 } else {

@@ -66,6 +66,9 @@ pub struct Options {
     /// Passed to the child as `--database-url` (otherwise it finds the same
     /// embedded server through the environment).
     pub database_url: Option<String>,
+    /// Passed to the child as `--http` (`CAIRN_HTTP`), to measure what
+    /// serving metrics and the dashboard costs (docs/benchmarks.md).
+    pub http: Option<std::net::SocketAddr>,
     /// Also measure the pure-SQL floor (pgbench clients; 0 = don't).
     pub floor_clients: usize,
 }
@@ -167,12 +170,12 @@ pub async fn run(db: &Database, options: &Options) -> Result<Report> {
     } else {
         None
     };
-    let no_env: [(&str, &str); 0] = [];
+    let http = options.http.map(|addr| ("CAIRN_HTTP", addr.to_string()));
     let mut child = ServeChild::start(
         &options.plugins,
         options.concurrency,
         options.database_url.as_deref(),
-        no_env,
+        http,
     )?;
     let outcome = measure(db, options, &mut child)
         .await
@@ -222,7 +225,9 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
         left -= n;
     }
     let enqueue_time = started.elapsed();
-    wait_finished(pool, &mut results, &ids, child, started).await?;
+    let bar = crate::progress::bar(ids.len() as u64, "throughput", "actions");
+    wait_finished(pool, &mut results, &ids, child, started, &bar).await?;
+    bar.finish_and_clear();
     let wall = started.elapsed();
     let after = watch.sample(pool).await?;
     drop(results);
@@ -249,6 +254,7 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(RESULTS_CHANNEL).await?;
     let mut latencies = Vec::with_capacity(options.trickle);
+    let bar = crate::progress::bar(options.trickle as u64, "latency", "actions");
     for _ in 0..options.trickle {
         let t0 = Instant::now();
         let id = client.enqueue(&request).await?.to_string();
@@ -263,7 +269,9 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
             }
         }
         latencies.push(t0.elapsed());
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     latencies.sort();
     Ok(Report {
         actions: options.actions,
@@ -287,6 +295,7 @@ async fn wait_finished(
     ids: &[i64],
     child: &mut ServeChild,
     started: Instant,
+    bar: &indicatif::ProgressBar,
 ) -> Result<()> {
     let mut pending: HashSet<i64> = ids.iter().copied().collect();
     let mut next_poll = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -329,6 +338,7 @@ async fn wait_finished(
         for id in done {
             pending.remove(&id);
         }
+        bar.set_position((ids.len() - pending.len()) as u64);
         if started.elapsed() > THROUGHPUT_LIMIT {
             bail!(
                 "bench: {} of {} actions not finished within {THROUGHPUT_LIMIT:?}",

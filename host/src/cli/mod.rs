@@ -2,16 +2,20 @@
 //!
 //! Every failure is one line on stderr (`error: ...`) and a non-zero exit:
 //! 1 for a failed command or action, 2 for a usage error (clap's, which
-//! includes a malformed action key or duration). Never a panic or a
-//! backtrace. Logs (including guest output and `log` records) go to stderr;
-//! command results go to stdout as JSON.
+//! includes a malformed action key, duration or status, or a
+//! [`UsageError`], such as an unknown row id). Never a panic or a
+//! backtrace. Logs (including guest output and `log` records) go to stderr,
+//! as text or JSON lines ([`crate::logging`]); command results go to stdout
+//! as JSON, or as tables for the operator commands on a terminal.
 //!
 //! This module parses and dispatches; each command is a few lines calling
 //! the library: `serve` is [`crate::serve::Host`], `plugins` and `invoke`
-//! load through [`crate::serve::load_plugins`] ([`plugins`]), the queue
-//! commands use [`crate::queue::Client`] ([`queue`]), the benchmarks are in
-//! [`crate::bench`].
+//! load through [`crate::serve::load_plugins`] ([`plugins`]), `enqueue` and
+//! `result` use [`crate::queue::Client`] ([`queue`]), `ls`, `retry`,
+//! `cancel` and `stats` use [`crate::queue::admin`] ([`admin`]), the
+//! benchmarks are in [`crate::bench`].
 
+mod admin;
 mod plugins;
 mod queue;
 
@@ -19,6 +23,8 @@ use crate::db::{Database, DbConfig};
 use crate::error::one_line;
 use crate::key::ActionKey;
 use crate::limits::Limits;
+use crate::logging;
+use crate::ops::HttpConfig;
 use crate::reload::ReloadConfig;
 use crate::serve::{Host, ServeOptions};
 use crate::settings::Settings;
@@ -26,6 +32,8 @@ use crate::worker::WorkerConfig;
 use anyhow::Result;
 use cairn_contract::{parse_duration, parse_positive_duration};
 use clap::{Parser, Subcommand};
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,12 +56,30 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List every action (module:name) with its file, digest and imports,
-    /// and every plugin file that was rejected, with the reason.
+    /// and every plugin file that was rejected, with the reason; then what
+    /// the hosts running on the database have loaded (which host, which
+    /// digest), if a database is there to ask.
     Plugins {
         /// The plugin directory.
         #[arg(long, env = "CAIRN_PLUGINS", default_value = "plugins")]
         plugins: PathBuf,
+        /// Only the local directory listing: do not ask the database.
+        #[arg(long)]
+        dir: bool,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
     },
+    /// List queue rows, newest first (see docs/operations.md).
+    Ls(admin::LsArgs),
+    /// Put failed rows back in the queue for one more attempt.
+    Retry(admin::RetryArgs),
+    /// Cancel queued or running rows.
+    Cancel(admin::CancelArgs),
+    /// Queue depth per action and status, and rows finished per minute.
+    Stats(admin::StatsArgs),
     /// Run one action in the sandbox, without a database, and print its
     /// result or error payload as JSON.
     Invoke {
@@ -100,6 +126,11 @@ enum Command {
         /// replaced or removed files (see docs/reload.md).
         #[arg(long)]
         no_watch: bool,
+        /// Serve /healthz, /metrics and the dashboard on this address, e.g.
+        /// 127.0.0.1:9090. Off unless given. Any address other than
+        /// loopback requires CAIRN_HTTP_TOKEN (see docs/operations.md).
+        #[arg(long, env = "CAIRN_HTTP")]
+        http: Option<SocketAddr>,
     },
     /// Enqueue one action and print its id (with --wait, also its result).
     Enqueue {
@@ -207,6 +238,10 @@ enum Command {
         /// The server's concurrency.
         #[arg(long, default_value_t = WorkerConfig::default().concurrency)]
         concurrency: usize,
+        /// Run the server with `--http ADDR` (metrics and dashboard on), to
+        /// measure what they cost.
+        #[arg(long)]
+        http: Option<SocketAddr>,
         /// First measure the pure-SQL floor of the same storage model
         /// (pgbench, no host) and report the host's share of it.
         #[arg(long)]
@@ -230,19 +265,65 @@ struct DbArgs {
 }
 
 impl DbArgs {
-    async fn connect(self) -> Result<Database> {
+    fn config(self) -> Result<DbConfig> {
         let mut config = DbConfig::from_env()?;
         if self.database_url.is_some() {
             config.url = self.database_url;
         }
-        Database::connect(config).await
+        Ok(config)
+    }
+
+    async fn connect(self) -> Result<Database> {
+        Database::connect(self.config()?).await
+    }
+
+    /// [`connect`](Self::connect), but never start an embedded server: with
+    /// no URL, join one only if it is running (else `None`). For commands
+    /// that only look, where starting a server would be a surprise.
+    async fn connect_if_running(self) -> Result<Option<Database>> {
+        let config = self.config()?;
+        if config.url.is_none()
+            && !crate::db::EmbeddedPostgres::seems_running(&config.embedded_options())
+        {
+            return Ok(None);
+        }
+        Database::connect(config).await.map(Some)
+    }
+}
+
+/// Bad input the command line could only judge by looking (an unknown row
+/// id): one `error:` line and exit code 2, as for clap's usage errors, and
+/// nothing changed.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The exit code for a failed command: 2 for a [`UsageError`], else 1.
+fn exit_code(err: &anyhow::Error) -> ExitCode {
+    if err.downcast_ref::<UsageError>().is_some() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
 /// Entry point for the binary: parse, run, report. Returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    match logging::Format::from_env() {
+        Ok(format) => logging::init(format),
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            return ExitCode::from(2);
+        }
+    }
     let executor = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -257,22 +338,9 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {}", one_line(&err));
-            ExitCode::FAILURE
+            exit_code(&err)
         }
     }
-}
-
-fn init_tracing() {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(true)
-        .init();
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -281,7 +349,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Ok(Arc::new(Settings::load(cli.config.as_deref(), &grantable)?))
     };
     match cli.command {
-        Command::Plugins { plugins } => plugins::list(&plugins, settings()?).await,
+        Command::Plugins {
+            plugins,
+            dir,
+            json,
+            db,
+        } => {
+            let hosts = if dir { None } else { Some(db) };
+            plugins::list(&plugins, settings()?, hosts, json).await
+        }
+        Command::Ls(args) => admin::ls(args).await,
+        Command::Retry(args) => admin::retry(args).await,
+        Command::Cancel(args) => admin::cancel(args).await,
+        Command::Stats(args) => admin::stats(args).await,
         Command::Invoke {
             action,
             args,
@@ -297,7 +377,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             lease,
             unknown_after,
             no_watch,
+            http,
         } => {
+            let shutdown = shutdown_signal()?;
+            // Checked before anything starts: a non-loopback address
+            // without a token refuses to serve at all.
+            let http = http.map(HttpConfig::from_env).transpose()?;
+            // First, so that every log line of this host carries its id.
+            let host_id = crate::serve::generate_host_id();
+            logging::set_host(&host_id);
             let options = ServeOptions {
                 settings: settings()?,
                 limits: Limits::from_env()?,
@@ -313,11 +401,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     renew_every: lease / 3,
                     ..WorkerConfig::default()
                 },
+                host_id: Some(host_id),
+                http,
                 ..ServeOptions::new(plugins)
             };
             let db = db.connect().await?;
             let host = Host::start(options, db.pool().clone()).await?;
-            host.run(shutdown_signal()).await?;
+            host.run(shutdown).await?;
             db.close().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -400,6 +490,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             actions,
             trickle,
             concurrency,
+            http,
             floor,
             floor_clients,
             db,
@@ -411,6 +502,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 trickle,
                 concurrency,
                 database_url: db.database_url.clone(),
+                http,
                 floor_clients: if floor { floor_clients } else { 0 },
             };
             let db = db.connect().await?;
@@ -422,20 +514,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Listens for SIGINT and SIGTERM from the moment it is called, and returns
+/// a future that resolves on the first of them. `serve` calls it before
+/// anything starts: a signal that arrives while the host connects, loads
+/// or registers is then a graceful shutdown once it runs, not the default
+/// action (death without deregistering). (Listening lazily, when the worker
+/// first polled the future, left that window open.)
+///
+/// # Errors
+/// The signal handlers cannot be installed.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use anyhow::Context;
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
         }
-        Err(err) => {
-            tracing::warn!("cannot listen for SIGTERM ({err}); only SIGINT stops the host");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("shutdown signal received");
+        tracing::info!("shutdown signal received");
+    })
 }

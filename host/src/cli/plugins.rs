@@ -1,14 +1,18 @@
 //! `cairn plugins` and `cairn invoke`: a plugin directory loaded exactly as
-//! `cairn serve` loads it ([`load_plugins`]), without a database.
+//! `cairn serve` loads it ([`load_plugins`]), without a database. `cairn
+//! plugins` then shows what the hosts running on the database have loaded
+//! ([`super::admin::hosts`]), unless told `--dir`.
 
 use crate::key::ActionKey;
 use crate::limits::Limits;
 use crate::plugin::display_name;
+use crate::queue::admin::HostInfo;
 use crate::reload::ReloadConfig;
 use crate::sandbox::Invocation;
 use crate::serve::{load_plugins, LoadedPlugins};
 use crate::settings::Settings;
 use anyhow::{anyhow, Result};
+use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,9 +26,25 @@ async fn load(dir: &Path, settings: Arc<Settings>) -> Result<LoadedPlugins> {
 
 /// `cairn plugins`: every action with its file, digest and imports (each
 /// cairn dependency marked granted ✓ or not ✗; never config values or
-/// secrets), then every rejected file with its phase and reason.
-pub(super) async fn list(dir: &Path, settings: Arc<Settings>) -> Result<ExitCode> {
+/// secrets), then every rejected file with its phase and reason; then, with
+/// `hosts` (the database to ask), what the running hosts have loaded. As
+/// JSON with `json`.
+pub(super) async fn list(
+    dir: &Path,
+    settings: Arc<Settings>,
+    hosts: Option<super::DbArgs>,
+    json: bool,
+) -> Result<ExitCode> {
     let loaded = load(dir, settings).await?;
+    let hosts = match hosts {
+        Some(db) => Some(super::admin::hosts(db).await?),
+        None => None,
+    };
+    let hosts = hosts.as_ref().map(|h| h.as_deref());
+    if json {
+        print_json(&loaded, hosts);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("{:<28} {:<22} {:<14} IMPORTS", "ACTION", "FILE", "DIGEST");
     for (key, handler) in loaded.registry().snapshot().iter() {
         let plugin = &handler.plugin;
@@ -67,7 +87,51 @@ pub(super) async fn list(dir: &Path, settings: Arc<Settings>) -> Result<ExitCode
             );
         }
     }
+    if let Some(hosts) = hosts {
+        print!("{}", super::admin::hosts_text(hosts));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn plugins --json`: `actions`, `rejected`, and (unless `--dir`)
+/// `hosts` (`null` when there is no database to ask).
+fn print_json(loaded: &LoadedPlugins, hosts: Option<Option<&[HostInfo]>>) {
+    let actions: Vec<serde_json::Value> = loaded
+        .registry()
+        .snapshot()
+        .iter()
+        .map(|(key, handler)| {
+            let p = &handler.plugin;
+            json!({
+                "action": key.to_string(),
+                "file": p.file_name(),
+                "digest": p.digest.hex(),
+                "imports": p
+                    .grants()
+                    .iter()
+                    .map(|(d, granted)| json!({"name": d, "granted": granted}))
+                    .collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let rejected: Vec<serde_json::Value> = loaded
+        .reloader
+        .files()
+        .into_iter()
+        .filter_map(|f| {
+            let r = f.rejected?;
+            Some(json!({
+                "file": display_name(&f.file),
+                "phase": r.error.phase.to_string(),
+                "reason": r.error.message,
+            }))
+        })
+        .collect();
+    let mut out = json!({"actions": actions, "rejected": rejected});
+    if let Some(hosts) = hosts {
+        out["hosts"] = super::admin::hosts_json(hosts);
+    }
+    println!("{out}");
 }
 
 /// `cairn invoke`: one call in the sandbox, its result or error payload

@@ -190,6 +190,22 @@ impl EmbeddedPostgres {
             .context("embedded postgres start failed: the start task panicked")?
     }
 
+    /// Whether a server seems to run on `options.state_dir` now (its socket
+    /// exists), without starting one or taking a lease: for commands that
+    /// only want to look (`cairn plugins`), where starting a server on a
+    /// machine that never ran one would be a surprise. A server that crashed
+    /// leaves its socket behind; joining it then starts it again.
+    pub fn seems_running(options: &EmbeddedOptions) -> bool {
+        absolute(&options.state_dir)
+            .map(|dir| {
+                Layout::new(dir.join("postgres"))
+                    .run
+                    .join(format!(".s.PGSQL.{PORT}"))
+                    .exists()
+            })
+            .unwrap_or(false)
+    }
+
     /// Connection options for `database` on this server (over its socket).
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
         PgConnectOptions::new()

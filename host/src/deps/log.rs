@@ -1,8 +1,8 @@
 //! `cairn:plugin/log`: structured logging into the host's `tracing` output.
 //!
 //! Every record is a `tracing` event with target `cairn::guest` and the
-//! fields `module`, `action` and `attempt` taken from the call — the guest
-//! cannot forge them. Guest fields are rendered as `key=value` pairs in one
+//! fields `module`, `action`, `action_id` and `attempt` taken from the call
+//! — the guest cannot forge them. Guest fields are rendered as `key=value` pairs in one
 //! `fields` field (tracing's field names are static). Messages longer than
 //! [`MAX_MESSAGE`] are truncated so one record cannot flood the logs.
 
@@ -25,10 +25,11 @@ impl log::Host for HostState {
                 .collect::<Vec<_>>()
                 .join(" "),
         );
-        let (module, action, attempt) = (&call.module, &call.action, call.attempt);
+        let (module, action, action_id, attempt) =
+            (&call.module, &call.action, &call.action_id, call.attempt);
         macro_rules! emit {
             ($lvl:ident) => {
-                tracing::$lvl!(target: "cairn::guest", module = %module, action = %action, attempt, fields = %fields, "{message}")
+                tracing::$lvl!(target: "cairn::guest", module = %module, action = %action, action_id = %action_id, attempt, fields = %fields, "{message}")
             };
         }
         match level {

@@ -6,10 +6,15 @@
 //! has itself been up for `after`, so that after an outage (every host
 //! restarting at once) the hosts that serve it get time to come up and
 //! register before anyone judges its rows.
+//!
+//! A host's row also carries the plugin files it has loaded
+//! ([`LoadedPlugin`]), so that operators can see whether a reload took effect
+//! on every host. Each host's worker is the one writer of its row.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 
 use super::millis;
@@ -21,30 +26,87 @@ const FORGET_HOSTS_AFTER: &str = "1 day";
 /// Registers `host_id` as live and serving `keys` (`module:name`), or
 /// refreshes it. Call at start (before the first [`fail_unknown`]) and every
 /// [`defaults::HEARTBEAT_EVERY`](super::defaults::HEARTBEAT_EVERY), and again
-/// when the served set changes (plugin reload).
+/// when the served set changes (plugin reload). Leaves the host's published
+/// plugin list as it is (see [`heartbeat_with_plugins`]).
 ///
 /// # Errors
 ///
 /// When the statement fails (`queue heartbeat failed: ...`).
 pub async fn heartbeat(pool: &PgPool, host_id: &str, keys: &[String]) -> Result<()> {
+    write_heartbeat(pool, host_id, keys, None).await
+}
+
+/// [`heartbeat`], also recording `plugins` as the plugin files this host
+/// has loaded (`cairn.hosts.plugins`, migrations/0006), in the same
+/// statement: what `cairn plugins` and the dashboard show of every running
+/// host.
+///
+/// # Errors
+///
+/// When the statement fails (`queue heartbeat failed: ...`).
+pub async fn heartbeat_with_plugins(
+    pool: &PgPool,
+    host_id: &str,
+    keys: &[String],
+    plugins: &[LoadedPlugin],
+) -> Result<()> {
+    let json = serde_json::to_value(plugins).context("queue heartbeat failed")?;
+    write_heartbeat(pool, host_id, keys, Some(json)).await
+}
+
+async fn write_heartbeat(
+    pool: &PgPool,
+    host_id: &str,
+    keys: &[String],
+    plugins: Option<serde_json::Value>,
+) -> Result<()> {
     sqlx::query(&format!(
         r#"
         WITH forget AS (
             DELETE FROM cairn.hosts
             WHERE heartbeat_at < now() - interval '{FORGET_HOSTS_AFTER}' AND host_id <> $1
         )
-        INSERT INTO cairn.hosts (host_id, actions, started_at, heartbeat_at)
-        VALUES ($1, $2, now(), now())
+        INSERT INTO cairn.hosts (host_id, actions, started_at, heartbeat_at, plugins)
+        VALUES ($1, $2, now(), now(), coalesce($3, '[]'::jsonb))
         ON CONFLICT (host_id) DO UPDATE
-        SET actions = EXCLUDED.actions, heartbeat_at = now()
+        SET actions = EXCLUDED.actions, heartbeat_at = now(),
+            plugins = coalesce($3, cairn.hosts.plugins)
         "#
     ))
     .bind(host_id)
     .bind(keys)
+    .bind(plugins)
     .execute(pool)
     .await
     .context("queue heartbeat failed")?;
     Ok(())
+}
+
+/// One plugin file as a host has it loaded: an element of
+/// `cairn.hosts.plugins` (migrations/0006). Never holds config values or
+/// secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadedPlugin {
+    /// The file name.
+    pub file: String,
+    /// The SHA-256 (hex) of the version that serves, if one does.
+    pub digest: Option<String>,
+    /// Its module, if a version serves.
+    pub module: Option<String>,
+    /// Its action names, if a version serves.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Why the file's latest content was refused, if it was.
+    pub rejected: Option<RejectedVersion>,
+}
+
+/// A refused version of a plugin file, as published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedVersion {
+    /// Its SHA-256 (hex), `None` if the file could not be read.
+    pub digest: Option<String>,
+    /// `(<phase>) <why>`.
+    pub reason: String,
 }
 
 /// Removes `host_id` from the live hosts (graceful shutdown), so the rule

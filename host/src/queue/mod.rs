@@ -31,6 +31,8 @@
 //! * [`heartbeat`], [`remove_host`] and [`fail_unknown`] implement the
 //!   unknown-action rule: a row nobody serves stays queued (another host may
 //!   serve it) until no live host has served it for a while.
+//! * [`admin`] lists, retries, cancels and counts rows for operators (the
+//!   CLI and the dashboard), and reads the live hosts with what they loaded.
 //! * [`Client`] enqueues and reads results (also available in SQL, see
 //!   `docs/queue.md`); [`backoff`] computes retry delays; [`notify`] names
 //!   the notification channels and sends on them.
@@ -52,6 +54,7 @@
 //!   waiting, and pick them up on their next run.
 //! * **Errors** name the operation (`queue claim failed: ...`).
 
+pub mod admin;
 pub mod backoff;
 mod claim;
 mod client;
@@ -67,7 +70,9 @@ use std::time::Duration;
 pub use claim::{claim, ClaimedAction, ServedAction};
 pub use client::{ActionResult, Client, EnqueueRequest};
 pub use complete::{complete, AttemptOutcome, Completion};
-pub use hosts::{fail_unknown, heartbeat, remove_host};
+pub use hosts::{
+    fail_unknown, heartbeat, heartbeat_with_plugins, remove_host, LoadedPlugin, RejectedVersion,
+};
 pub use lease::{renew, requeue_expired, Rescued};
 
 /// The queue's timing defaults, in one place. The worker may override them

@@ -66,7 +66,21 @@ struct Case {
 
 fn text(rng: &mut Rng) -> String {
     const POOL: &[&str] = &[
-        "", "a", "Ada", "NaN", "-Infinity", "123", "ü", "日本", "🦀", " ", "\n", "\"q\"", "x_y", "\u{0}", "é́",
+        "",
+        "a",
+        "Ada",
+        "NaN",
+        "-Infinity",
+        "123",
+        "ü",
+        "日本",
+        "🦀",
+        " ",
+        "\n",
+        "\"q\"",
+        "x_y",
+        "\u{0}",
+        "é́",
     ];
     let parts = rng.below(4);
     (0..parts)
@@ -76,7 +90,11 @@ fn text(rng: &mut Rng) -> String {
 
 fn identifier(rng: &mut Rng) -> String {
     const POOL: &[&str] = &["x", "y", "name", "count", "value_2", "Point", "Inner", "a"];
-    format!("{}{}", POOL[rng.below(POOL.len() as u64) as usize], rng.below(50))
+    format!(
+        "{}{}",
+        POOL[rng.below(POOL.len() as u64) as usize],
+        rng.below(50)
+    )
 }
 
 fn int(rng: &mut Rng) -> i64 {
@@ -113,10 +131,18 @@ fn bits(f: f64) -> String {
 }
 
 /// Unique keys, in generation order (Python dicts cannot hold duplicates).
-fn entries(rng: &mut Rng, depth: u32, identifiers: bool) -> (Vec<(String, WorkflowArgumentValue)>, Vec<Json>) {
+fn entries(
+    rng: &mut Rng,
+    depth: u32,
+    identifiers: bool,
+) -> (Vec<(String, WorkflowArgumentValue)>, Vec<Json>) {
     let mut keys: Vec<String> = Vec::new();
     for _ in 0..rng.below(4) {
-        let key = if identifiers { identifier(rng) } else { text(rng) };
+        let key = if identifiers {
+            identifier(rng)
+        } else {
+            text(rng)
+        };
         if !keys.contains(&key) {
             keys.push(key);
         }
@@ -135,7 +161,10 @@ fn dict_message(pairs: Vec<(String, WorkflowArgumentValue)>) -> WorkflowDictArgu
     WorkflowDictArgument {
         entries: pairs
             .into_iter()
-            .map(|(key, value)| WorkflowArgument { key, value: Some(value) })
+            .map(|(key, value)| WorkflowArgument {
+                key,
+                value: Some(value),
+            })
             .collect(),
     }
 }
@@ -149,24 +178,43 @@ struct Reading {
 
 fn generate(rng: &mut Rng, depth: u32) -> Case {
     let leaf_only = depth >= 4;
-    let choice = if leaf_only { rng.below(6) } else { rng.below(12) };
+    let choice = if leaf_only {
+        rng.below(6)
+    } else {
+        rng.below(12)
+    };
     match choice {
-        0 => Case { value: WorkflowArgumentValue::null(), desc: json!({"k": "null"}) },
+        0 => Case {
+            value: WorkflowArgumentValue::null(),
+            desc: json!({"k": "null"}),
+        },
         1 => {
             let b = rng.chance(50);
-            Case { value: WorkflowArgumentValue::bool(b), desc: json!({"k": "bool", "v": b}) }
+            Case {
+                value: WorkflowArgumentValue::bool(b),
+                desc: json!({"k": "bool", "v": b}),
+            }
         }
         2 => {
             let i = int(rng);
-            Case { value: WorkflowArgumentValue::int(i), desc: json!({"k": "int", "v": i}) }
+            Case {
+                value: WorkflowArgumentValue::int(i),
+                desc: json!({"k": "int", "v": i}),
+            }
         }
         3 => {
             let f = double(rng);
-            Case { value: WorkflowArgumentValue::double(f), desc: json!({"k": "double", "bits": bits(f)}) }
+            Case {
+                value: WorkflowArgumentValue::double(f),
+                desc: json!({"k": "double", "bits": bits(f)}),
+            }
         }
         4 => {
             let s = text(rng);
-            Case { value: WorkflowArgumentValue::string(s.clone()), desc: json!({"k": "str", "v": s}) }
+            Case {
+                value: WorkflowArgumentValue::string(s.clone()),
+                desc: json!({"k": "str", "v": s}),
+            }
         }
         5 => {
             // Past int64 (serde's u64/i128 path): a decimal string on both sides.
@@ -176,7 +224,10 @@ fn generate(rng: &mut Rng, depth: u32) -> Case {
                 i128::from(i64::MIN) - 1 - i128::from(rng.below(u64::MAX))
             };
             let value = to_value(&wide).expect("an i128 serializes");
-            Case { value, desc: json!({"k": "bigint", "v": wide.to_string()}) }
+            Case {
+                value,
+                desc: json!({"k": "bigint", "v": wide.to_string()}),
+            }
         }
         6 | 7 => {
             let tuple = choice == 7;
@@ -192,19 +243,33 @@ fn generate(rng: &mut Rng, depth: u32) -> Case {
             } else {
                 (WorkflowArgumentValue::list(items), "list")
             };
-            Case { value, desc: json!({"k": kind, "items": descs}) }
+            Case {
+                value,
+                desc: json!({"k": kind, "items": descs}),
+            }
         }
         8 => {
             let (pairs, descs) = entries(rng, depth, false);
-            Case { value: WorkflowArgumentValue::dict(pairs), desc: json!({"k": "dict", "entries": descs}) }
+            Case {
+                value: WorkflowArgumentValue::dict(pairs),
+                desc: json!({"k": "dict", "entries": descs}),
+            }
         }
         9 => {
             // A record: by hand (any module and name, even empty), or as a
             // Python dataclass (identifiers only).
             let dataclass = rng.chance(50);
             let (pairs, descs) = entries(rng, depth, dataclass);
-            let module = if dataclass || rng.chance(70) { format!("pkg.mod{}", rng.below(9)) } else { String::new() };
-            let name = if dataclass || rng.chance(80) { identifier(rng) } else { String::new() };
+            let module = if dataclass || rng.chance(70) {
+                format!("pkg.mod{}", rng.below(9))
+            } else {
+                String::new()
+            };
+            let name = if dataclass || rng.chance(80) {
+                identifier(rng)
+            } else {
+                String::new()
+            };
             let value = WorkflowArgumentValue {
                 kind: Some(Kind::Basemodel(BaseModelWorkflowArgument {
                     module: module.clone(),
@@ -217,10 +282,20 @@ fn generate(rng: &mut Rng, depth: u32) -> Case {
         }
         10 => {
             // A real serde struct: the module path comes from the serializer.
-            let reading = Reading { sensor: text(rng), celsius: double(rng), tags: vec![text(rng); rng.below(3) as usize] };
+            let reading = Reading {
+                sensor: text(rng),
+                celsius: double(rng),
+                tags: vec![text(rng); rng.below(3) as usize],
+            };
             let value = to_value(&reading).expect("a struct serializes");
-            let Some(Kind::Basemodel(model)) = &value.kind else { panic!("a struct is a basemodel") };
-            let tags: Vec<Json> = reading.tags.iter().map(|t| json!({"k": "str", "v": t})).collect();
+            let Some(Kind::Basemodel(model)) = &value.kind else {
+                panic!("a struct is a basemodel")
+            };
+            let tags: Vec<Json> = reading
+                .tags
+                .iter()
+                .map(|t| json!({"k": "str", "v": t}))
+                .collect();
             let desc = json!({"k": "model", "module": model.module, "name": "Reading", "dataclass": false, "fields": [
                 ["sensor", {"k": "str", "v": reading.sensor}],
                 ["celsius", {"k": "double", "bits": bits(reading.celsius)}],
@@ -245,7 +320,12 @@ fn generate(rng: &mut Rng, depth: u32) -> Case {
                 "traceback": error.traceback, "values": if with_values { json!(descs) } else { Json::Null },
                 "hierarchy": hierarchy,
             });
-            Case { value: WorkflowArgumentValue { kind: Some(Kind::Exception(error)) }, desc }
+            Case {
+                value: WorkflowArgumentValue {
+                    kind: Some(Kind::Exception(error)),
+                },
+                desc,
+            }
         }
     }
 }
@@ -256,7 +336,12 @@ fn expected_decoding(desc: &Json) -> Json {
     match desc["k"].as_str() {
         Some("bigint") => json!({"k": "str", "v": desc["v"]}),
         Some("list" | "tuple") => {
-            let items: Vec<Json> = desc["items"].as_array().into_iter().flatten().map(expected_decoding).collect();
+            let items: Vec<Json> = desc["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(expected_decoding)
+                .collect();
             json!({"k": desc["k"], "items": items})
         }
         Some("dict") => json!({"k": "dict", "entries": expected_entries(&desc["entries"])}),
@@ -312,7 +397,9 @@ fn ask_python(input: &str) -> Result<Vec<Json>, Box<dyn std::error::Error>> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run python3 (the differential test needs Python 3.11+): {e}"))?;
+        .map_err(|e| {
+            format!("cannot run python3 (the differential test needs Python 3.11+): {e}")
+        })?;
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     let input = input.to_owned();
     // Write from another thread: the peer answers while it reads.
@@ -355,7 +442,12 @@ fn python_sdk_encodes_and_decodes_payloads_byte_for_byte_like_prost() -> TestRes
         kinds.insert(case.desc["k"].as_str().unwrap_or("?").to_owned());
         let ours = case.value.encode_to_vec();
         let theirs = unhex(answer["value"].as_str().ok_or("no value")?)?;
-        assert_eq!(hex(&theirs), hex(&ours), "case {i}: Python encodes {} differently", case.desc);
+        assert_eq!(
+            hex(&theirs),
+            hex(&ours),
+            "case {i}: Python encodes {} differently",
+            case.desc
+        );
         let result = unhex(answer["result"].as_str().ok_or("no result")?)?;
         assert_eq!(
             result,
@@ -365,12 +457,22 @@ fn python_sdk_encodes_and_decodes_payloads_byte_for_byte_like_prost() -> TestRes
         );
         // prost reads Python's bytes back to the same value.
         let decoded = WorkflowArgumentValue::decode(theirs.as_slice())?;
-        assert_eq!(decoded.encode_to_vec(), ours, "case {i}: prost decodes Python's bytes differently");
+        assert_eq!(
+            decoded.encode_to_vec(),
+            ours,
+            "case {i}: prost decodes Python's bytes differently"
+        );
         // Python reads prost's bytes back to the same value.
-        assert_eq!(answer["decoded"], expected_decoding(&case.desc), "case {i}: Python decodes prost's bytes differently");
+        assert_eq!(
+            answer["decoded"],
+            expected_decoding(&case.desc),
+            "case {i}: Python decodes prost's bytes differently"
+        );
     }
     // The generator really covers every kind.
-    for kind in ["null", "bool", "int", "double", "str", "bigint", "list", "tuple", "dict", "model", "error"] {
+    for kind in [
+        "null", "bool", "int", "double", "str", "bigint", "list", "tuple", "dict", "model", "error",
+    ] {
         assert!(kinds.contains(kind), "no case of kind {kind}");
     }
     Ok(())
