@@ -92,7 +92,11 @@ impl fmt::Display for Report {
             f,
             "  load: {:.1} ms ({})",
             self.load.as_secs_f64() * 1e3,
-            if self.cache_hit { "artifact cache" } else { "compiled" }
+            if self.cache_hit {
+                "artifact cache"
+            } else {
+                "compiled"
+            }
         )?;
         writeln!(f, "  round 1 (warm-up): {}", self.rounds[0])?;
         write!(f, "  round 2:           {}", self.rounds[1])
