@@ -236,11 +236,7 @@ impl Worker {
         write_heartbeat(&pool, &owner, &shared)
             .await
             .context("worker start: heartbeat")?;
-        let mut listener = PgListener::connect_with(&pool)
-            .await
-            .context("worker start: LISTEN connection")?;
-        listener
-            .listen(ACTIONS_CHANNEL)
+        let listener = notify::listen(&pool, ACTIONS_CHANNEL)
             .await
             .context("worker start: LISTEN")?;
         let listen_task = tokio::spawn(listen(listener, wake.clone()));

@@ -34,7 +34,7 @@
 use super::{cpu, floor, ServeChild};
 use crate::db::Database;
 use crate::key::ActionKey;
-use crate::queue::notify::RESULTS_CHANNEL;
+use crate::queue::notify::{self, RESULTS_CHANNEL};
 use crate::queue::{Client, EnqueueRequest};
 use anyhow::{anyhow, bail, Context, Result};
 use sqlx::postgres::PgListener;
@@ -210,8 +210,7 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
     }
 
     // Phase 1: throughput. Listen first, so no completion is missed.
-    let mut results = PgListener::connect_with(pool).await?;
-    results.listen(RESULTS_CHANNEL).await?;
+    let mut results = notify::listen(pool, RESULTS_CHANNEL).await?;
     let watch = cpu::Watch::new(pool, child.pid()).await?;
     let before = watch.sample(pool).await?;
     let client = Client::new(pool.clone());
@@ -251,8 +250,7 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
     let run_time = Duration::from_secs_f64(run_seconds.max(1e-6));
 
     // Phase 2: latency of trickled single actions.
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(RESULTS_CHANNEL).await?;
+    let mut listener = notify::listen(pool, RESULTS_CHANNEL).await?;
     let mut latencies = Vec::with_capacity(options.trickle);
     let bar = crate::progress::bar(options.trickle as u64, "latency", "actions");
     for _ in 0..options.trickle {

@@ -45,7 +45,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use super::LoadedPlugin;
-use super::{millis, ActionStatus};
+use super::{action_column, count_column, millis, optional_count_column, ActionStatus};
 use crate::key::ActionKey;
 
 /// Largest page [`list`] returns, whatever the caller asks: a page is for a
@@ -138,9 +138,10 @@ fn rfc3339_opt<S: serde::Serializer>(t: &Option<DateTime<Utc>>, ser: S) -> Resul
 }
 
 /// One row with everything, for a detail view.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RowDetail {
     /// What a listing shows.
+    #[sqlx(flatten)]
     pub summary: RowSummary,
     /// Protobuf `WorkflowArguments`, as enqueued.
     pub args: Vec<u8>,
@@ -159,27 +160,26 @@ pub struct RowDetail {
 const SUMMARY_COLUMNS: &str = "id, module, name, status, attempts, max_attempts, priority, \
      created_at, run_at, started_at, finished_at, lease_owner, last_host, error";
 
-fn summary(r: &PgRow) -> Result<RowSummary> {
-    let module: String = r.try_get("module")?;
-    let name: String = r.try_get("name")?;
-    let error: Option<Vec<u8>> = r.try_get("error")?;
-    Ok(RowSummary {
-        id: r.try_get("id")?,
-        action: ActionKey::new(module, name),
-        status: r.try_get::<String, _>("status")?.parse()?,
-        attempts: u32::try_from(r.try_get::<i32, _>("attempts")?).unwrap_or(0),
-        max_attempts: r
-            .try_get::<Option<i32>, _>("max_attempts")?
-            .map(|m| u32::try_from(m).unwrap_or(0)),
-        priority: r.try_get("priority")?,
-        created_at: r.try_get("created_at")?,
-        run_at: r.try_get("run_at")?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-        lease_owner: r.try_get("lease_owner")?,
-        host: r.try_get("last_host")?,
-        error: error.as_deref().and_then(error_summary),
-    })
+/// Decoded from the [`SUMMARY_COLUMNS`] of a row.
+impl sqlx::FromRow<'_, PgRow> for RowSummary {
+    fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
+        let error: Option<Vec<u8>> = r.try_get("error")?;
+        Ok(RowSummary {
+            id: r.try_get("id")?,
+            action: action_column(r)?,
+            status: r.try_get("status")?,
+            attempts: count_column(r, "attempts")?,
+            max_attempts: optional_count_column(r, "max_attempts")?,
+            priority: r.try_get("priority")?,
+            created_at: r.try_get("created_at")?,
+            run_at: r.try_get("run_at")?,
+            started_at: r.try_get("started_at")?,
+            finished_at: r.try_get("finished_at")?,
+            lease_owner: r.try_get("lease_owner")?,
+            host: r.try_get("last_host")?,
+            error: error.as_deref().and_then(error_summary),
+        })
+    }
 }
 
 /// The type and message of an error payload (`None` if it is not one).
@@ -211,7 +211,7 @@ pub async fn list(pool: &PgPool, filter: &RowFilter) -> Result<Vec<RowSummary>> 
         .as_ref()
         .map(|k| (Some(k.module.as_str()), Some(k.name.as_str())))
         .unwrap_or((None, None));
-    let rows = sqlx::query(&format!(
+    sqlx::query_as(&format!(
         r#"
         SELECT {SUMMARY_COLUMNS} FROM cairn.actions
         WHERE ($1::text IS NULL OR status = $1)
@@ -231,11 +231,7 @@ pub async fn list(pool: &PgPool, filter: &RowFilter) -> Result<Vec<RowSummary>> 
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await
-    .context("queue list failed")?;
-    rows.iter()
-        .map(summary)
-        .collect::<Result<_>>()
-        .context("queue list failed: reading a row")
+    .context("queue list failed")
 }
 
 /// Row `id` with its payloads; `None` if there is no such row.
@@ -244,29 +240,14 @@ pub async fn list(pool: &PgPool, filter: &RowFilter) -> Result<Vec<RowSummary>> 
 ///
 /// When the statement fails (`queue get failed: ...`).
 pub async fn get(pool: &PgPool, id: i64) -> Result<Option<RowDetail>> {
-    let row = sqlx::query(&format!(
+    sqlx::query_as(&format!(
         "SELECT {SUMMARY_COLUMNS}, args, result, lease_expires_at, idempotency_key, timeout_ms \
          FROM cairn.actions WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(pool)
     .await
-    .context("queue get failed")?;
-    let Some(r) = row else { return Ok(None) };
-    let read = || -> Result<RowDetail> {
-        Ok(RowDetail {
-            summary: summary(&r)?,
-            args: r.try_get("args")?,
-            result: r.try_get("result")?,
-            error: r.try_get("error")?,
-            lease_expires_at: r.try_get("lease_expires_at")?,
-            idempotency_key: r.try_get("idempotency_key")?,
-            timeout_ms: r.try_get("timeout_ms")?,
-        })
-    };
-    read()
-        .context("queue get failed: reading the row")
-        .map(Some)
+    .context("queue get failed")
 }
 
 /// Which of the given ids exist.
@@ -383,7 +364,7 @@ pub async fn retry(pool: &PgPool, ids: &[i64]) -> Result<Report> {
     let mut report = Report::default();
     for r in rows {
         let id: i64 = r.try_get("id")?;
-        let status: ActionStatus = r.try_get::<String, _>("status")?.parse()?;
+        let status: ActionStatus = r.try_get("status")?;
         if r.try_get("retried")? {
             report.done.push(id);
             continue;
@@ -471,7 +452,7 @@ pub async fn cancel(pool: &PgPool, ids: &[i64]) -> Result<Report> {
         ..Report::default()
     };
     for r in rows {
-        let status: ActionStatus = r.try_get::<String, _>("status")?.parse()?;
+        let status: ActionStatus = r.try_get("status")?;
         report.skipped.push(Skipped {
             id: r.try_get("id")?,
             status,
@@ -518,11 +499,8 @@ pub async fn depth(pool: &PgPool) -> Result<Vec<Depth>> {
         .iter()
         .map(|r| {
             Ok(Depth {
-                action: ActionKey::new(
-                    r.try_get::<String, _>("module")?,
-                    r.try_get::<String, _>("name")?,
-                ),
-                status: r.try_get::<String, _>("status")?.parse()?,
+                action: action_column(r)?,
+                status: r.try_get("status")?,
                 rows: r.try_get("n")?,
             })
         })

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, Row};
 
-use super::{millis, unsigned};
+use super::{action_column, count_column, millis, unsigned};
 use crate::key::ActionKey;
 
 /// An action this host serves, as the claim needs it: its key, and the
@@ -116,13 +116,10 @@ pub async fn claim<'c>(
         .map(|r| {
             Ok(ClaimedAction {
                 id: r.try_get("id")?,
-                key: ActionKey::new(
-                    r.try_get::<String, _>("module")?,
-                    r.try_get::<String, _>("name")?,
-                ),
+                key: action_column(&r)?,
                 args: r.try_get("args")?,
-                attempt: unsigned(r.try_get::<i32, _>("attempts")?.into()) as u32,
-                max_attempts: unsigned(r.try_get::<i32, _>("max_attempts")?.into()) as u32,
+                attempt: count_column(&r, "attempts")?,
+                max_attempts: count_column(&r, "max_attempts")?,
                 priority: r.try_get("priority")?,
                 timeout: ms(r.try_get("timeout_ms")?),
                 initial_backoff: ms(r.try_get("initial_backoff_ms")?),

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgListener, PgRow};
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use tokio::time::Instant;
 
 use cairn_payload::WorkflowArguments;
 
-use super::notify::RESULTS_CHANNEL;
-use super::{defaults, millis, ActionStatus};
+use super::notify::{self, RESULTS_CHANNEL};
+use super::{count_column, defaults, millis, optional_count_column, ActionStatus};
 use crate::key::ActionKey;
 
 /// One action to enqueue. Start with [`EnqueueRequest::new`] and chain the
@@ -159,18 +159,13 @@ impl ActionResult {
     }
 
     fn from_row(r: &PgRow) -> Result<Self, sqlx::Error> {
-        let status: String = r.try_get("status")?;
         Ok(ActionResult {
             id: r.try_get("id")?,
             module: r.try_get("module")?,
             name: r.try_get("name")?,
-            status: status
-                .parse()
-                .map_err(|e: anyhow::Error| sqlx::Error::Decode(e.into()))?,
-            attempts: u32::try_from(r.try_get::<i32, _>("attempts")?).unwrap_or(0),
-            max_attempts: r
-                .try_get::<Option<i32>, _>("max_attempts")?
-                .map(|m| u32::try_from(m).unwrap_or(0)),
+            status: r.try_get("status")?,
+            attempts: count_column(r, "attempts")?,
+            max_attempts: optional_count_column(r, "max_attempts")?,
             result: r.try_get("result")?,
             error: r.try_get("error")?,
             run_at: r.try_get("run_at")?,
@@ -335,11 +330,7 @@ impl Client {
     /// An id with no row, or a failed statement (`wait failed: ...`).
     pub async fn wait_many(&self, ids: &[i64], timeout: Duration) -> Result<Vec<ActionResult>> {
         let deadline = Instant::now() + timeout;
-        let mut listener = PgListener::connect_with(&self.pool)
-            .await
-            .context("wait failed: listening")?;
-        listener
-            .listen(RESULTS_CHANNEL)
+        let mut listener = notify::listen(&self.pool, RESULTS_CHANNEL)
             .await
             .context("wait failed: listening")?;
         let mut latest: HashMap<i64, ActionResult> = HashMap::with_capacity(ids.len());

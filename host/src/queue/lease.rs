@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use sqlx::{PgPool, Row};
 
-use super::{millis, ActionStatus};
+use super::{count_column, millis, ActionStatus};
 
 /// Extends the leases of `ids` that `owner` still holds (to `now() +
 /// lease`), in one statement, and returns those ids (ascending). An id
@@ -104,8 +104,8 @@ pub async fn requeue_expired(pool: &PgPool, lease_expired_error: &[u8]) -> Resul
             Ok(Rescued {
                 id: r.try_get("id")?,
                 previous_owner: r.try_get("previous_owner")?,
-                status: r.try_get::<String, _>("status")?.parse()?,
-                attempts: u32::try_from(r.try_get::<i32, _>("attempts")?).unwrap_or(0),
+                status: r.try_get("status")?,
+                attempts: count_column(&r, "attempts")?,
             })
         })
         .collect::<Result<Vec<_>>>()

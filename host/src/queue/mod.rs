@@ -67,6 +67,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+
+use crate::key::ActionKey;
+
 pub use claim::{claim, ClaimedAction, ServedAction};
 pub use client::{ActionResult, Client, EnqueueRequest};
 pub use complete::{complete, AttemptOutcome, Completion};
@@ -161,6 +166,46 @@ impl FromStr for ActionStatus {
             other => anyhow::bail!("unknown action status {other:?}"),
         })
     }
+}
+
+/// Read straight from the `status` column (`row.try_get::<ActionStatus, _>`),
+/// so every statement that returns it decodes it the same way; a value that
+/// is not one of the five is a decode error naming it.
+impl sqlx::Type<sqlx::Postgres> for ActionStatus {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for ActionStatus {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(<&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?.parse()?)
+    }
+}
+
+/// The row's action, from its `module` and `name` columns.
+fn action_column(r: &PgRow) -> Result<ActionKey, sqlx::Error> {
+    Ok(ActionKey::new(
+        r.try_get::<String, _>("module")?,
+        r.try_get::<String, _>("name")?,
+    ))
+}
+
+/// An attempt count (an `integer` column) as `u32`, clamping nonsense to
+/// zero.
+fn count_column(r: &PgRow, column: &str) -> Result<u32, sqlx::Error> {
+    Ok(u32::try_from(r.try_get::<i32, _>(column)?).unwrap_or(0))
+}
+
+/// [`count_column`] for a nullable column (`max_attempts` before a claim
+/// fixes it).
+fn optional_count_column(r: &PgRow, column: &str) -> Result<Option<u32>, sqlx::Error> {
+    Ok(r.try_get::<Option<i32>, _>(column)?
+        .map(|n| u32::try_from(n).unwrap_or(0)))
 }
 
 /// Milliseconds for SQL (`$n * interval '1 millisecond'`), saturating.

@@ -23,6 +23,7 @@
 //! until then.
 
 use anyhow::{Context, Result};
+use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 
 /// Rows became claimable (see the module docs).
@@ -52,4 +53,17 @@ pub async fn actions_available(pool: &PgPool, keys: &[String]) -> Result<()> {
         .await
         .context("queue notify failed")?;
     Ok(())
+}
+
+/// A connection of its own, listening on `channel`. Listen before doing
+/// what should be notified: a notification sent before this returns is
+/// not received.
+///
+/// # Errors
+///
+/// When the connection or the `LISTEN` fails.
+pub async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
 }
