@@ -107,6 +107,13 @@ pub struct Landings {
     pub warm: Vec<Duration>,
 }
 
+impl Landings {
+    /// One landing's time, under `warm` or `cold` as the version was.
+    fn record(&mut self, warm: bool, took: Duration) {
+        if warm { &mut self.warm } else { &mut self.cold }.push(took);
+    }
+}
+
 /// What was measured.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -275,12 +282,7 @@ async fn swap_phase(
             .await
             .with_context(|| format!("swap phase, round {round}"))?;
             bar.inc(1);
-            if warm {
-                &mut phase.warm
-            } else {
-                &mut phase.cold
-            }
-            .push(took);
+            phase.record(warm, took);
         }
         if warm {
             warm_compilations = reloader.loader().counts().compiled - before;
@@ -323,12 +325,7 @@ async fn serving_phase(
                 .await
                 .with_context(|| format!("serving phase, round {round}"))?;
                 bar.inc(1);
-                if warm {
-                    &mut phase.warm
-                } else {
-                    &mut phase.cold
-                }
-                .push(took);
+                phase.record(warm, took);
             }
         }
         Ok(phase)
