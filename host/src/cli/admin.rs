@@ -119,16 +119,11 @@ pub(super) async fn ls(args: LsArgs) -> Result<ExitCode> {
         before: args.before,
         limit: args.limit,
     };
-    let db = args.db.connect().await?;
-    let rows = admin::list(db.pool(), &filter).await;
-    db.close().await;
-    let rows = rows?;
-    if args.json {
-        println!("{}", serde_json::to_string(&rows)?);
-    } else {
-        print!("{}", rows_table(&rows));
-    }
-    Ok(ExitCode::SUCCESS)
+    let rows = args
+        .db
+        .with(async |db| admin::list(db.pool(), &filter).await)
+        .await?;
+    print_json_or(rows.as_slice(), args.json, rows_table)
 }
 
 fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
@@ -226,6 +221,20 @@ async fn check_ids(db: &Database, ids: &[i64]) -> Result<()> {
     }
 }
 
+/// `value` as one line of JSON with `--json`, else as `text` renders it.
+fn print_json_or<T: serde::Serialize + ?Sized>(
+    value: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        print!("{}", text(value));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_report(report: &Report, verb: &str, json: bool) -> Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string(report)?);
@@ -251,31 +260,31 @@ fn print_report(report: &Report, verb: &str, json: bool) -> Result<ExitCode> {
 /// anything was left alone, a [`UsageError`] for unknown ids (nothing
 /// retried).
 pub(super) async fn retry(args: RetryArgs) -> Result<ExitCode> {
-    let db = args.db.connect().await?;
-    let outcome = async {
-        let ids = if args.failed {
-            admin::failed_ids(db.pool(), args.action.as_ref(), args.since).await?
-        } else {
-            check_ids(&db, &args.ids).await?;
-            args.ids.clone()
-        };
-        let bar = crate::progress::bar(ids.len() as u64, "retry", "rows");
-        let mut total = Report::default();
-        for chunk in ids.chunks(RETRY_CHUNK) {
-            let report = admin::retry(db.pool(), chunk).await?;
-            bar.inc(chunk.len() as u64);
-            total.done.extend(report.done);
-            total.skipped.extend(report.skipped);
-            total.missing.extend(report.missing);
-        }
-        bar.finish_and_clear();
-        if !total.done.is_empty() {
-            tracing::info!(rows = total.done.len(), "retried failed rows");
-        }
-        anyhow::Ok(total)
-    }
-    .await;
-    db.close().await;
+    let outcome = args
+        .db
+        .with(async |db| {
+            let ids = if args.failed {
+                admin::failed_ids(db.pool(), args.action.as_ref(), args.since).await?
+            } else {
+                check_ids(db, &args.ids).await?;
+                args.ids.clone()
+            };
+            let bar = crate::progress::bar(ids.len() as u64, "retry", "rows");
+            let mut total = Report::default();
+            for chunk in ids.chunks(RETRY_CHUNK) {
+                let report = admin::retry(db.pool(), chunk).await?;
+                bar.inc(chunk.len() as u64);
+                total.done.extend(report.done);
+                total.skipped.extend(report.skipped);
+                total.missing.extend(report.missing);
+            }
+            bar.finish_and_clear();
+            if !total.done.is_empty() {
+                tracing::info!(rows = total.done.len(), "retried failed rows");
+            }
+            anyhow::Ok(total)
+        })
+        .await;
     print_report(&outcome?, "retried", args.json)
 }
 
@@ -283,29 +292,24 @@ pub(super) async fn retry(args: RetryArgs) -> Result<ExitCode> {
 /// anything was left alone, a [`UsageError`] for unknown ids (nothing
 /// cancelled).
 pub(super) async fn cancel(args: CancelArgs) -> Result<ExitCode> {
-    let db = args.db.connect().await?;
-    let outcome = async {
-        check_ids(&db, &args.ids).await?;
-        admin::cancel(db.pool(), &args.ids).await
-    }
-    .await;
-    db.close().await;
+    let outcome = args
+        .db
+        .with(async |db| {
+            check_ids(db, &args.ids).await?;
+            admin::cancel(db.pool(), &args.ids).await
+        })
+        .await;
     print_report(&outcome?, "cancelled", args.json)
 }
 
 /// `cairn stats`: depth per action and status, and what finished per
 /// minute over the last five.
 pub(super) async fn stats(args: StatsArgs) -> Result<ExitCode> {
-    let db = args.db.connect().await?;
-    let stats = admin::stats(db.pool()).await;
-    db.close().await;
-    let stats = stats?;
-    if args.json {
-        println!("{}", serde_json::to_string(&stats)?);
-    } else {
-        print!("{}", stats_text(&stats));
-    }
-    Ok(ExitCode::SUCCESS)
+    let stats = args
+        .db
+        .with(async |db| admin::stats(db.pool()).await)
+        .await?;
+    print_json_or(&stats, args.json, stats_text)
 }
 
 fn stats_text(stats: &Stats) -> String {

@@ -155,12 +155,8 @@ enum Command {
         /// Per-attempt timeout, overriding the action's.
         #[arg(long, value_parser = parse_positive_duration)]
         timeout: Option<Duration>,
-        /// Wait for the result and print it.
-        #[arg(long)]
-        wait: bool,
-        /// How long --wait waits.
-        #[arg(long, value_parser = parse_positive_duration, default_value = "60s")]
-        wait_timeout: Duration,
+        #[command(flatten)]
+        wait: WaitArgs,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -168,12 +164,8 @@ enum Command {
     Result {
         /// The action's id.
         id: i64,
-        /// Wait until it is finished.
-        #[arg(long)]
-        wait: bool,
-        /// How long --wait waits.
-        #[arg(long, value_parser = parse_positive_duration, default_value = "60s")]
-        wait_timeout: Duration,
+        #[command(flatten)]
+        wait: WaitArgs,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -254,6 +246,25 @@ enum Command {
     },
 }
 
+/// `--wait` and for how long, for the commands that can wait for a row to
+/// finish (`enqueue`, `result`).
+#[derive(Debug, clap::Args)]
+struct WaitArgs {
+    /// Wait until the action is finished, and print its result.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits.
+    #[arg(long, value_parser = parse_positive_duration, default_value = "60s")]
+    wait_timeout: Duration,
+}
+
+impl WaitArgs {
+    /// How long to wait; `None`: do not wait.
+    fn limit(&self) -> Option<Duration> {
+        self.wait.then_some(self.wait_timeout)
+    }
+}
+
 /// Where the database is (everything else comes from `CAIRN_*` variables,
 /// see [`DbConfig`]).
 #[derive(Debug, clap::Args)]
@@ -275,6 +286,16 @@ impl DbArgs {
 
     async fn connect(self) -> Result<Database> {
         Database::connect(self.config()?).await
+    }
+
+    /// [`connect`](Self::connect), run `work`, and close the database
+    /// whatever `work` returned, so an embedded server stops cleanly after an
+    /// error too; then `work`'s outcome.
+    async fn with<T>(self, work: impl AsyncFnOnce(&Database) -> Result<T>) -> Result<T> {
+        let db = self.connect().await?;
+        let outcome = work(&db).await;
+        db.close().await;
+        outcome
     }
 
     /// [`connect`](Self::connect), but never start an embedded server: with
@@ -420,7 +441,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             idempotency_key,
             timeout,
             wait,
-            wait_timeout,
             db,
         } => {
             let mut request =
@@ -432,21 +452,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(priority) = priority {
                 request.priority = priority;
             }
-            let db = db.connect().await?;
-            let code = queue::enqueue(&db, &request, wait.then_some(wait_timeout)).await;
-            db.close().await;
-            code
+            db.with(async |db| queue::enqueue(db, &request, wait.limit()).await)
+                .await
         }
-        Command::Result {
-            id,
-            wait,
-            wait_timeout,
-            db,
-        } => {
-            let db = db.connect().await?;
-            let code = queue::result(&db, id, wait.then_some(wait_timeout)).await;
-            db.close().await;
-            code
+        Command::Result { id, wait, db } => {
+            db.with(async |db| queue::result(db, id, wait.limit()).await)
+                .await
         }
         Command::Migrate { db } => {
             let db = db.connect().await?;
@@ -461,10 +472,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 state_dir: DbConfig::from_env()?.state_dir,
                 database_url: db.database_url.clone(),
             };
-            let db = db.connect().await?;
-            let report = crate::bench::reload::run(&db, &options).await;
-            db.close().await;
-            println!("{}", report?);
+            let report = db
+                .with(async |db| crate::bench::reload::run(db, &options).await)
+                .await?;
+            println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchSandbox {
@@ -505,10 +516,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 http,
                 floor_clients: if floor { floor_clients } else { 0 },
             };
-            let db = db.connect().await?;
-            let report = crate::bench::throughput::run(&db, &options).await;
-            db.close().await;
-            println!("{}", report?);
+            let report = db
+                .with(async |db| crate::bench::throughput::run(db, &options).await)
+                .await?;
+            println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
     }
