@@ -341,24 +341,21 @@ mod tests {
         crate::deps::names()
     }
 
+    /// `text` as `cairn.toml`, granting what the host grants.
+    fn parse(text: &str) -> Result<Settings> {
+        Settings::parse(text, Path::new("cairn.toml"), &grantable())
+    }
+
     #[test]
     fn unknown_key_is_an_error_naming_it() {
-        let err = Settings::parse(
-            "[plugins.counter]\ngrants = [\"kv\"]\ngrant = [\"x\"]\n",
-            Path::new("cairn.toml"),
-            &grantable(),
-        )
-        .unwrap_err();
+        let err = parse("[plugins.counter]\ngrants = [\"kv\"]\ngrant = [\"x\"]\n").unwrap_err();
         assert!(format!("{err:#}").contains("grant"), "{err:#}");
     }
 
     #[test]
     fn secrets_are_redacted_and_env_overrides_apply() -> Result<()> {
-        let mut c = Settings::parse(
-            "[plugins.deps_cache]\n[plugins.deps_cache.secrets]\ntoken = \"s3cr3t\"\n",
-            Path::new("cairn.toml"),
-            &grantable(),
-        )?;
+        let mut c =
+            parse("[plugins.deps_cache]\n[plugins.deps_cache.secrets]\ntoken = \"s3cr3t\"\n")?;
         assert!(!format!("{c:?}").contains("s3cr3t"));
         c.apply_env(
             [
@@ -382,12 +379,7 @@ mod tests {
 
     #[test]
     fn a_zero_timeout_is_refused_with_one_line_naming_the_file() {
-        let err = Settings::parse(
-            "[plugins.sleepy]\ntimeout = \"0s\"\n",
-            Path::new("cairn.toml"),
-            &grantable(),
-        )
-        .unwrap_err();
+        let err = parse("[plugins.sleepy]\ntimeout = \"0s\"\n").unwrap_err();
         let line = crate::error::one_line(&err);
         assert!(line.starts_with("cairn.toml: "), "{line}");
         assert!(line.contains("greater than zero"), "{line}");
@@ -396,12 +388,7 @@ mod tests {
 
     #[test]
     fn a_timeout_without_a_unit_is_refused_from_the_file_and_the_environment() {
-        let err = Settings::parse(
-            "[plugins.sleepy]\ntimeout = \"500\"\n",
-            Path::new("cairn.toml"),
-            &grantable(),
-        )
-        .unwrap_err();
+        let err = parse("[plugins.sleepy]\ntimeout = \"500\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("has no unit"), "{err:#}");
         let mut c = Settings::default();
         let err = c
@@ -418,12 +405,7 @@ mod tests {
 
     #[test]
     fn a_memory_cap_that_overflows_is_refused() {
-        let err = Settings::parse(
-            "[plugins.hog]\nmemory_mib = 17592186044416\n",
-            Path::new("cairn.toml"),
-            &grantable(),
-        )
-        .unwrap_err();
+        let err = parse("[plugins.hog]\nmemory_mib = 17592186044416\n").unwrap_err();
         assert!(format!("{err:#}").contains("too large"), "{err:#}");
     }
 }
