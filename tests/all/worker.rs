@@ -871,44 +871,28 @@ async fn lost_lease_abandons_the_attempt_and_frees_capacity() -> Result<()> {
 }
 
 /// `cairn.claim` as another host might re-implement it, wrongly: it ignores
-/// `max_rows` and claims every due row it serves. It logs what it was asked
-/// for and what it returned in `claim_log`, so a test can see the over-claim
-/// happened. Same signature as `migrations/0002`'s, so the worker calls it.
+/// `max_rows` and claims up to 1,000 due rows it serves. It wraps the real
+/// claim (moved to `honest.claim`: PL/pgSQL qualifies parameters with the
+/// function's name, so it keeps its name), so it claims exactly as the
+/// current migrations do, and logs what it was asked for and what it returned in
+/// `claim_log`, so a test can see the over-claim happened.
 const GREEDY_CLAIM: &str = r#"
 CREATE TABLE claim_log (asked integer NOT NULL, returned bigint NOT NULL);
-CREATE OR REPLACE FUNCTION cairn.claim(
-    owner text,
-    max_rows integer,
-    lease_ms bigint,
-    modules text[],
-    names text[],
-    max_attempts integer[]
-) RETURNS SETOF cairn.actions
-LANGUAGE sql
+CREATE SCHEMA honest;
+ALTER FUNCTION cairn.claim(text, integer, bigint, text[], text[], integer[])
+    SET SCHEMA honest;
+CREATE FUNCTION cairn.claim(text, integer, bigint, text[], text[], integer[])
+RETURNS SETOF cairn.actions
+LANGUAGE plpgsql
 AS $$
-    WITH served AS (
-        SELECT * FROM unnest(modules, names, max_attempts) AS s(module, name, max_attempts)
-    ), picked AS (
-        SELECT a.id, s.max_attempts AS default_max_attempts
-        FROM cairn.actions a
-        JOIN served s ON s.module = a.module AND s.name = a.name
-        WHERE a.status = 'queued' AND a.run_at <= now()
-        FOR UPDATE OF a SKIP LOCKED
-    ), claimed AS (
-        UPDATE cairn.actions a
-        SET status = 'running',
-            lease_owner = owner,
-            lease_expires_at = now() + lease_ms * interval '1 millisecond',
-            attempts = a.attempts + 1,
-            started_at = now(),
-            max_attempts = coalesce(a.max_attempts, p.default_max_attempts)
-        FROM picked p
-        WHERE a.id = p.id
-        RETURNING a.*
-    ), logged AS (
-        INSERT INTO claim_log SELECT max_rows, count(*) FROM claimed
-    )
-    SELECT * FROM claimed
+DECLARE
+    returned bigint;
+BEGIN
+    -- $2, max_rows, is what it should have claimed at most.
+    RETURN QUERY SELECT * FROM honest.claim($1, 1000, $3, $4, $5, $6);
+    GET DIAGNOSTICS returned = ROW_COUNT;
+    INSERT INTO claim_log VALUES ($2, returned);
+END
 $$;
 "#;
 
