@@ -986,6 +986,50 @@ $$;
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_claimed_again_while_still_running_here_completes_from_the_newest_claim() -> Result<()>
+{
+    // A claim commits asynchronously: a server crash can lose it, and the
+    // row is queued again while this host still runs it. If this host then
+    // claims it again, the earlier attempt has lost its lease: only the
+    // newest claim's attempt may complete the row.
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let worker = InProcess::start(&db.pool, &["sleepy"], fast_worker()).await?;
+    let timeout = Duration::from_secs(10);
+    let mut req = request("sleepy:nap_and_say", json!({"ms": 1500}))?;
+    req.timeout = Some(timeout);
+    let id = client.enqueue(&req).await?;
+    until("the row to run", SOON, || async {
+        Ok((snap(&db.pool, id).await?.status == ActionStatus::Running).then_some(()))
+    })
+    .await?;
+    // What a lost claim leaves behind: the row queued, attempt not counted.
+    let lost_at = db_now(&db.pool).await?;
+    sqlx::query(
+        "UPDATE cairn.actions SET status = 'queued', lease_owner = NULL,
+                lease_expires_at = NULL, attempts = attempts - 1 WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&db.pool)
+    .await?;
+    let row = finished(&client, id, SOON).await?;
+    ensure_succeeded(&row)?;
+    ensure!(row.attempts == 1 && row.error.is_none(), "{row:?}");
+    // The stored result is the newest attempt's: its deadline is past the
+    // moment the claim was lost, plus the timeout.
+    let deadline = result_json(row.result.as_ref())?
+        .as_i64()
+        .context("deadline")?;
+    let earliest = (lost_at + chrono::TimeDelta::from_std(timeout)?).timestamp_millis();
+    ensure!(
+        deadline >= earliest,
+        "the earlier attempt completed the row (deadline {deadline} < {earliest})"
+    );
+    worker.stop(SOON).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_a_claim_returns_beyond_the_free_permits_are_given_back_uncounted() -> Result<()> {
     const ROWS: usize = 10;
     const PERMITS: usize = 2;
