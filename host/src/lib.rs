@@ -25,11 +25,12 @@
 //!   per WIT interface.
 //!
 //! Side concerns hang off it: [`reload`] (watch the plugin directory, swap
-//! plugins while serving), [`db`] (which PostgreSQL, the embedded one by
-//! default), [`bench`], [`cli`]. Shared helpers have homes of their own:
-//! [`error`] (one-line errors), [`key`] (action keys and digests); the
-//! duration grammar, name rule and panic marker that host and guests share
-//! live in the `cairn-contract` crate.
+//! plugins while serving), [`retention`] (prune finished rows), [`db`]
+//! (which PostgreSQL, the embedded one by default), [`bench`], [`cli`].
+//! Shared helpers have homes of their own: [`error`] (one-line errors),
+//! [`key`] (action keys and digests); the duration grammar, name rule and
+//! panic marker that host and guests share live in the `cairn-contract`
+//! crate.
 //!
 //! Payloads are opaque protobuf bytes (see `cairn-payload`) on the hot path:
 //! the host never transcodes a successful call's arguments or result.
@@ -49,6 +50,7 @@ pub mod plugin;
 pub mod queue;
 pub mod registry;
 pub mod reload;
+pub mod retention;
 pub mod sandbox;
 pub mod serve;
 pub mod settings;

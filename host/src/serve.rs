@@ -13,7 +13,9 @@
 //!
 //! Side concerns hang off this path without weaving into it: reload swaps
 //! plugins in the registry; the worker, the only writer of this host's row in
-//! `cairn.hosts`, hears of every registry change and announces it.
+//! `cairn.hosts`, hears of every registry change and announces it; the
+//! pruner ([`crate::retention`]) deletes finished rows past the retention,
+//! in its own task, for as long as the host runs.
 //!
 //! `cairn plugins` and `cairn invoke` load a directory with
 //! [`load_plugins`]: the same loader and reloader, without watching and
@@ -30,6 +32,7 @@ use crate::limits::Limits;
 use crate::plugin::Loader;
 use crate::registry::Registry;
 use crate::reload::{PluginDir, ReloadConfig, Reloader};
+use crate::retention::{self, RetentionConfig};
 use crate::settings::Settings;
 use crate::worker::{Worker, WorkerConfig};
 use anyhow::Result;
@@ -53,6 +56,8 @@ pub struct ServeOptions {
     pub reload: ReloadConfig,
     /// The claim loop and the queue's timings.
     pub worker: WorkerConfig,
+    /// How long finished rows are kept, and how often to prune.
+    pub retention: RetentionConfig,
     /// The lease owner and `cairn.hosts` key; `None`: [`generate_host_id`].
     pub host_id: Option<String>,
 }
@@ -67,6 +72,7 @@ impl ServeOptions {
             limits: Limits::default(),
             reload: ReloadConfig::default(),
             worker: WorkerConfig::default(),
+            retention: RetentionConfig::default(),
             host_id: None,
         }
     }
@@ -79,6 +85,8 @@ pub struct Host {
     reloader: Reloader,
     worker: Worker,
     host_id: String,
+    pool: PgPool,
+    retention: RetentionConfig,
 }
 
 impl Host {
@@ -96,6 +104,7 @@ impl Host {
             mut limits,
             reload,
             worker,
+            retention,
             host_id,
         } = options;
         let concurrency = u32::try_from(worker.concurrency).unwrap_or(u32::MAX);
@@ -117,7 +126,7 @@ impl Host {
         let worker = Worker::new(
             engine.clone(),
             registry.clone(),
-            pool,
+            pool.clone(),
             host_id.clone(),
             worker,
         );
@@ -127,6 +136,8 @@ impl Host {
             reloader,
             worker,
             host_id,
+            pool,
+            retention,
         })
     }
 
@@ -151,21 +162,30 @@ impl Host {
         &self.engine
     }
 
-    /// Serve until `shutdown` resolves, then stop watching and shut the
-    /// worker down gracefully (see [`Worker::run`]).
+    /// Serve until `shutdown` resolves, then stop watching and pruning and
+    /// shut the worker down gracefully (see [`Worker::run`]).
     ///
     /// # Errors
     /// Only when the worker cannot start (the database is unreachable).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let Host {
-            reloader, worker, ..
+            reloader,
+            worker,
+            pool,
+            retention,
+            ..
         } = self;
-        worker
+        let pruner = retention::spawn_pruner(pool, retention);
+        let served = worker
             .run(async move {
                 shutdown.await;
                 reloader.stop().await;
             })
-            .await
+            .await;
+        if let Some(pruner) = pruner {
+            pruner.abort();
+        }
+        served
     }
 }
 

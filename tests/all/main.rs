@@ -9,6 +9,7 @@ mod pg;
 mod queue;
 mod registry;
 mod reload;
+mod retention;
 mod sandbox;
 mod sql_api;
 mod support;

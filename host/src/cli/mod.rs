@@ -9,8 +9,8 @@
 //! This module parses and dispatches; each command is a few lines calling
 //! the library: `serve` is [`crate::serve::Host`], `plugins` and `invoke`
 //! load through [`crate::serve::load_plugins`] ([`plugins`]), the queue
-//! commands use [`crate::queue::Client`] ([`queue`]), the benchmarks are in
-//! [`crate::bench`].
+//! commands use [`crate::queue::Client`] ([`queue`]), `prune` is
+//! [`crate::retention::prune_all`], the benchmarks are in [`crate::bench`].
 
 mod plugins;
 mod queue;
@@ -19,7 +19,9 @@ use crate::db::{Database, DbConfig};
 use crate::error::one_line;
 use crate::key::ActionKey;
 use crate::limits::Limits;
+use crate::queue::ActionStatus;
 use crate::reload::ReloadConfig;
+use crate::retention::{Retention, RetentionConfig};
 use crate::serve::{Host, ServeOptions};
 use crate::settings::Settings;
 use crate::worker::WorkerConfig;
@@ -28,6 +30,7 @@ use cairn_contract::{parse_duration, parse_positive_duration};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,6 +103,25 @@ enum Command {
         /// replaced or removed files (see docs/reload.md).
         #[arg(long)]
         no_watch: bool,
+        /// Delete finished rows (succeeded, failed, cancelled) this long
+        /// after they finished, e.g. `168h` (a week, the default); `0` keeps
+        /// them forever. Pruned in small paced batches (docs/queue.md).
+        #[arg(long, env = "CAIRN_RETENTION", default_value = "168h", value_parser = Retention::from_str)]
+        retention: Retention,
+    },
+    /// Delete finished rows now: those that finished more than
+    /// --older-than ago (all three finished statuses, or only --status).
+    /// Prints how many rows were removed, as JSON.
+    Prune {
+        /// Rows finished at least this long ago go, e.g. `24h`; `0s`: every
+        /// finished row.
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Duration,
+        /// Only rows with this status (repeatable); default: all finished.
+        #[arg(long, value_enum)]
+        status: Vec<FinishedStatus>,
+        #[command(flatten)]
+        db: DbArgs,
     },
     /// Enqueue one action and print its id (with --wait, also its result).
     Enqueue {
@@ -215,6 +237,25 @@ enum Command {
     },
 }
 
+/// A status `cairn prune` accepts: the finished ones (queued and running
+/// rows are never pruned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FinishedStatus {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl From<FinishedStatus> for ActionStatus {
+    fn from(s: FinishedStatus) -> Self {
+        match s {
+            FinishedStatus::Succeeded => ActionStatus::Succeeded,
+            FinishedStatus::Failed => ActionStatus::Failed,
+            FinishedStatus::Cancelled => ActionStatus::Cancelled,
+        }
+    }
+}
+
 /// Where the database is (everything else comes from `CAIRN_*` variables,
 /// see [`DbConfig`]).
 #[derive(Debug, clap::Args)]
@@ -293,6 +334,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             lease,
             unknown_after,
             no_watch,
+            retention,
         } => {
             let options = ServeOptions {
                 settings: settings()?,
@@ -308,6 +350,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     lease,
                     renew_every: lease / 3,
                     ..WorkerConfig::default()
+                },
+                retention: RetentionConfig {
+                    keep: retention,
+                    ..RetentionConfig::default()
                 },
                 ..ServeOptions::new(plugins)
             };
@@ -353,6 +399,30 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let code = queue::result(&db, id, wait.then_some(wait_timeout)).await;
             db.close().await;
             code
+        }
+        Command::Prune {
+            older_than,
+            status,
+            db,
+        } => {
+            let statuses: Vec<ActionStatus> = if status.is_empty() {
+                crate::queue::FINISHED.to_vec()
+            } else {
+                status.into_iter().map(ActionStatus::from).collect()
+            };
+            let db = db.connect().await?;
+            let pruned = crate::retention::prune_all(db.pool(), older_than, &statuses, false).await;
+            db.close().await;
+            let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "pruned": pruned?,
+                    "older_than": cairn_contract::format_duration(older_than),
+                    "statuses": names,
+                })
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { db } => {
             let db = db.connect().await?;
