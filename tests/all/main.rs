@@ -9,6 +9,7 @@ mod pg;
 mod queue;
 mod registry;
 mod reload;
+mod restart;
 mod retention;
 mod sandbox;
 mod sql_api;

@@ -365,17 +365,23 @@ impl Serve {
     }
 
     /// Starts `cairn serve` on the plugin directory `plugins` with `--lease
-    /// 2s --shutdown-grace 1s` and `extra` arguments; returns once the host
-    /// has registered itself.
+    /// 2s --shutdown-grace 1s` (unless `extra` sets them) and `extra`
+    /// arguments; returns once the host has registered itself.
     pub async fn start_in(db: &TestDb, plugins: tempfile::TempDir, extra: &[&str]) -> Result<Self> {
         let cwd = tempfile::tempdir()?;
+        let mut defaults = Vec::new();
+        for (flag, value) in [("--lease", "2s"), ("--shutdown-grace", "1s")] {
+            if !extra.contains(&flag) {
+                defaults.extend([flag, value]);
+            }
+        }
         let mut child = cairn()
             .current_dir(cwd.path())
             .arg("serve")
             .arg("--plugins")
             .arg(plugins.path())
             .args(["--database-url", &db.url])
-            .args(["--lease", "2s", "--shutdown-grace", "1s"])
+            .args(&defaults)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -424,6 +430,11 @@ impl Serve {
     /// this child.
     pub fn is(&self, owner: &str) -> bool {
         owner.contains(&format!("-{}-", self.child.id()))
+    }
+
+    /// Whether the child is still running.
+    pub fn running(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_none())
     }
 
     /// Sends `signal` to the child.
