@@ -16,9 +16,13 @@
 //! * **Never in the way of the queue.** The background pruner
 //!   ([`spawn_pruner`]) paces itself: after each full batch it pauses
 //!   [`PACE_FACTOR`] times as long as the batch took, so it holds one
-//!   connection at most a tenth of the time, and slows down by itself when
-//!   the server is busy (its statements take longer). `cairn prune` runs
-//!   unpaced: the operator asked for it now.
+//!   connection at most a fiftieth of the time, and slows down by itself
+//!   when the server is busy (its statements take longer). Its deletes
+//!   commit without waiting for the WAL flush (`synchronous_commit = off`):
+//!   a delete lost in a crash is simply made again, and the queue's own
+//!   commits do not queue behind the pruner's flushes. `cairn prune` runs
+//!   unpaced and commits synchronously: the operator asked for it now, and
+//!   the count it prints is durable.
 //! * **Several hosts at once** take disjoint batches (`SKIP LOCKED`), so
 //!   pruning speeds up with the fleet and never conflicts.
 //!
@@ -34,6 +38,7 @@
 
 use crate::error::one_line;
 use crate::queue::{self, ActionStatus, PRUNE_BATCH};
+use anyhow::Context;
 use cairn_contract::{format_duration, parse_duration, DurationError};
 use sqlx::PgPool;
 use std::fmt;
@@ -51,9 +56,12 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// After a full batch the background pruner pauses this many times as long
-/// as the batch took: pruning holds one connection at most a tenth of the
-/// time (measured against a 5-million-row backlog in docs/benchmarks.md).
-pub const PACE_FACTOR: u32 = 9;
+/// as the batch took: pruning holds one connection at most a fiftieth of
+/// the time. (At a tenth, and at a twentieth with asynchronous commits,
+/// pruning a 5-million-row backlog ran at ~10,000 rows/s and cost the
+/// saturated queue of a 2-core machine a noisy 10–30% of its throughput;
+/// see docs/benchmarks.md, "Retention".)
+pub const PACE_FACTOR: u32 = 49;
 
 /// How long finished rows are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +124,9 @@ impl Default for RetentionConfig {
 
 /// Deletes every row in one of `statuses` (finished ones) that finished more
 /// than `older_than` ago, batch after batch, and returns how many. With
-/// `paced`, pauses [`PACE_FACTOR`] times each batch's duration after it.
+/// `paced` (the background pruner), pauses [`PACE_FACTOR`] times each
+/// batch's duration after it and commits each batch asynchronously (see the
+/// module docs).
 ///
 /// # Errors
 ///
@@ -130,7 +140,18 @@ pub async fn prune_all(
     let mut total = 0;
     loop {
         let started = Instant::now();
-        let deleted = queue::prune(pool, older_than, statuses, PRUNE_BATCH).await?;
+        let deleted = if paced {
+            let mut tx = pool.begin().await.context("queue prune failed")?;
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await
+                .context("queue prune failed")?;
+            let deleted = queue::prune(&mut *tx, older_than, statuses, PRUNE_BATCH).await?;
+            tx.commit().await.context("queue prune failed")?;
+            deleted
+        } else {
+            queue::prune(pool, older_than, statuses, PRUNE_BATCH).await?
+        };
         total += deleted;
         if deleted < u64::from(PRUNE_BATCH) {
             return Ok(total);
