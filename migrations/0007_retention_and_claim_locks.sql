@@ -12,8 +12,9 @@
 --
 -- Built without CONCURRENTLY (migrations run in a transaction): on an
 -- existing installation with many finished rows the first start after the
--- upgrade blocks writes to cairn.actions while it builds (about a second
--- per million finished rows on a 2-core machine).
+-- upgrade blocks writes to cairn.actions while it builds (measured: 10.6 s
+-- for 6.6 million finished rows on a loaded 2-core machine, about 1.6 s per
+-- million).
 CREATE INDEX actions_finished_idx ON cairn.actions (status, finished_at)
     WHERE status IN ('succeeded', 'failed', 'cancelled');
 
