@@ -489,8 +489,8 @@ impl Serve {
     }
 
     /// Starts `cairn serve` on the plugin directory `plugins` with `--lease
-    /// 2s --shutdown-grace 1s` and `extra` arguments; returns once the host
-    /// has registered itself.
+    /// 2s --shutdown-grace 1s` (unless `extra` sets them) and `extra`
+    /// arguments; returns once the host has registered itself.
     pub async fn start_in(db: &TestDb, plugins: tempfile::TempDir, extra: &[&str]) -> Result<Self> {
         let args = ServeArgs {
             extra,
@@ -544,10 +544,11 @@ impl Serve {
             .arg("serve")
             .arg("--plugins")
             .arg(plugins.path())
-            .args(["--database-url", &db.url])
-            .args(["--lease", "2s"]);
-        if !args.extra.contains(&"--shutdown-grace") {
-            cmd.args(["--shutdown-grace", "1s"]);
+            .args(["--database-url", &db.url]);
+        for (flag, value) in [("--lease", "2s"), ("--shutdown-grace", "1s")] {
+            if !args.extra.contains(&flag) {
+                cmd.args([flag, value]);
+            }
         }
         cmd.args(args.extra)
             .env_remove("CAIRN_HTTP_TOKEN")
@@ -617,6 +618,11 @@ impl Serve {
     /// this child.
     pub fn is(&self, owner: &str) -> bool {
         owner.contains(&format!("-{}-", self.child.id()))
+    }
+
+    /// Whether the child is still running.
+    pub fn running(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_none())
     }
 
     /// Sends `signal` to the child.

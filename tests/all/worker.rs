@@ -199,6 +199,59 @@ async fn error_payload_is_stored_for_failed_rows() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_that_is_not_a_payload_fails_the_row_and_cairn_result_reads_it() -> Result<()> {
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let worker = InProcess::start(&db.pool, &["liar"], fast_worker()).await?;
+    let lies = [
+        ("liar:garbage", "not a protobuf WorkflowArguments"),
+        ("liar:wrong_key", "its one entry is `answer`, not `result`"),
+        ("liar:error_as_result", "an error payload (entry `error`)"),
+    ];
+    let mut ids = Vec::new();
+    for (key, _) in &lies {
+        ids.push(client.enqueue(&request(key, json!({}))?).await?);
+    }
+    let honest = client.enqueue(&request("liar:honest", json!({}))?).await?;
+
+    for ((key, why), id) in lies.iter().zip(&ids) {
+        let row = finished(&client, *id, SOON).await?;
+        // Failed for good on the first attempt (not retryable), the guest's
+        // bytes not stored as a result.
+        ensure!(row.status == ActionStatus::Failed, "{key}: {}", row.status);
+        ensure!(row.attempts == 1, "{key}: {} attempts", row.attempts);
+        ensure!(row.result.is_none(), "{key}: a result was stored");
+        let error = error_json(row.error.as_ref())?;
+        ensure!(error["type"] == "InvalidResultPayload", "{key}: {error}");
+        let message = error["message"].as_str().unwrap_or_default();
+        ensure!(
+            message.contains(&format!("action `{key}`")) && message.contains(why),
+            "{key}: the message should name the action and what was wrong: {message}"
+        );
+        // `cairn result` reads the row: JSON on stdout, exit 1 (failed).
+        let out = crate::support::cairn()
+            .args(["result", &id.to_string(), "--database-url", &db.url])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(1),
+            "{key}: cairn result: {stderr}"
+        );
+        let printed: Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("{key}: cairn result printed no JSON; stderr {stderr}"))?;
+        ensure!(
+            printed["status"] == "failed" && printed["error"]["type"] == "InvalidResultPayload",
+            "{key}: {printed}"
+        );
+    }
+    let row = finished(&client, honest, SOON).await?;
+    ensure_succeeded(&row)?;
+    ensure!(result_json(row.result.as_ref())? == json!("truth"));
+    worker.stop(SOON).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_backoff_is_enforced_through_run_at() -> Result<()> {
     let db = fresh_db().await?;
     let client = Client::new(db.pool.clone());
@@ -895,6 +948,50 @@ BEGIN
 END
 $$;
 "#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_claimed_again_while_still_running_here_completes_from_the_newest_claim() -> Result<()>
+{
+    // A claim commits asynchronously: a server crash can lose it, and the
+    // row is queued again while this host still runs it. If this host then
+    // claims it again, the earlier attempt has lost its lease: only the
+    // newest claim's attempt may complete the row.
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let worker = InProcess::start(&db.pool, &["sleepy"], fast_worker()).await?;
+    let timeout = Duration::from_secs(10);
+    let mut req = request("sleepy:nap_and_say", json!({"ms": 1500}))?;
+    req.timeout = Some(timeout);
+    let id = client.enqueue(&req).await?;
+    until("the row to run", SOON, || async {
+        Ok((snap(&db.pool, id).await?.status == ActionStatus::Running).then_some(()))
+    })
+    .await?;
+    // What a lost claim leaves behind: the row queued, attempt not counted.
+    let lost_at = db_now(&db.pool).await?;
+    sqlx::query(
+        "UPDATE cairn.actions SET status = 'queued', lease_owner = NULL,
+                lease_expires_at = NULL, attempts = attempts - 1 WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&db.pool)
+    .await?;
+    let row = finished(&client, id, SOON).await?;
+    ensure_succeeded(&row)?;
+    ensure!(row.attempts == 1 && row.error.is_none(), "{row:?}");
+    // The stored result is the newest attempt's: its deadline is past the
+    // moment the claim was lost, plus the timeout.
+    let deadline = result_json(row.result.as_ref())?
+        .as_i64()
+        .context("deadline")?;
+    let earliest = (lost_at + chrono::TimeDelta::from_std(timeout)?).timestamp_millis();
+    ensure!(
+        deadline >= earliest,
+        "the earlier attempt completed the row (deadline {deadline} < {earliest})"
+    );
+    worker.stop(SOON).await?;
+    Ok(())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_a_claim_returns_beyond_the_free_permits_are_given_back_uncounted() -> Result<()> {
