@@ -22,9 +22,9 @@ CREATE INDEX actions_finished_idx ON cairn.actions (status, finished_at)
 -- A claim over several kinds locks only the rows it takes
 ------------------------------------------------------------------------------
 
--- Same contract as 0006's cairn.claim (0005's plus `last_host = owner`,
--- which this one keeps in both of its UPDATEs). 0005 and 0006 locked up to
--- `max_rows` candidates in *each* served kind's range and kept the best `max_rows`
+-- Same contract as 0005's cairn.claim, plus `last_host = owner` (the
+-- column 0006 adds) in both of its UPDATEs. 0005 locked up to `max_rows`
+-- candidates in *each* served kind's range and kept the best `max_rows`
 -- over all kinds: with k kinds due at once it locked (and wrote a lock
 -- record for) up to k times the rows it claimed, and a concurrent claimer
 -- skipped the losers until the statement committed.
