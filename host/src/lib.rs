@@ -25,14 +25,15 @@
 //!   per WIT interface.
 //!
 //! Side concerns hang off it: [`reload`] (watch the plugin directory, swap
-//! plugins while serving), [`metrics`] (what the worker and the reloader
-//! count), [`ops`] (`--http`: `/healthz`, `/metrics` and the dashboard),
-//! [`logging`] (text or JSON lines with stable field names), [`db`] (which
-//! PostgreSQL, the embedded one by default), [`bench`], [`cli`] (including
-//! the queue-control commands over [`queue::admin`]). Shared helpers have homes of their own:
-//! [`error`] (one-line errors), [`key`] (action keys and digests); the
-//! duration grammar, name rule and panic marker that host and guests share
-//! live in the `cairn-contract` crate.
+//! plugins while serving), [`retention`] (prune finished rows), [`metrics`]
+//! (what the worker and the reloader count), [`ops`] (`--http`: `/healthz`,
+//! `/metrics` and the dashboard), [`logging`] (text or JSON lines with stable
+//! field names), [`db`] (which PostgreSQL, the embedded one by default),
+//! [`bench`], [`cli`] (including the queue-control commands over
+//! [`queue::admin`]). Shared helpers have homes of their own: [`error`]
+//! (one-line errors), [`key`] (action keys and digests); the duration
+//! grammar, name rule and panic marker that host and guests share live in the
+//! `cairn-contract` crate.
 //!
 //! Payloads are opaque protobuf bytes (see `cairn-payload`) on the hot path:
 //! the host never transcodes a successful call's arguments or result.
@@ -56,6 +57,7 @@ mod progress;
 pub mod queue;
 pub mod registry;
 pub mod reload;
+pub mod retention;
 pub mod sandbox;
 pub mod serve;
 pub mod settings;

@@ -104,6 +104,8 @@ impl OutcomeLabel {
             Some(FailureKind::OutOfMemory) => OutcomeLabel::OutOfMemory,
             Some(FailureKind::Action | FailureKind::Panic) if retried => OutcomeLabel::Retried,
             Some(FailureKind::Action | FailureKind::Panic) => OutcomeLabel::Failed,
+            // Never retried: the guest's bytes would not change.
+            Some(FailureKind::InvalidResult) => OutcomeLabel::Failed,
         }
     }
 

@@ -29,10 +29,18 @@
 //! | memory cap hit                 | `MemoryError`     | yes       |
 //! | any other trap                 | `Trap`            | yes       |
 //! | instantiation failed           | `InstantiationError` | yes    |
+//! | result is not a result payload | `InvalidResultPayload` | no    |
 //!
 //! Traps, timeouts and memory exhaustion are retryable because the host
 //! cannot tell a deterministic bug from a transient condition; a panic is
-//! the guest reporting its own bug, like a non-retryable error.
+//! the guest reporting its own bug, like a non-retryable error. So is a
+//! returned value that is not a result payload (bytes that do not decode as
+//! `WorkflowArguments`, or not exactly one entry `result`): the same code
+//! returns the same bytes next time, and storing them as a success would
+//! leave a `succeeded` row no reader can decode. The check
+//! ([`cairn_payload::check_result_payload`]) walks the bytes once without
+//! decoding or copying them; what is stored is still exactly what the guest
+//! returned.
 
 use crate::bindings::exports::cairn::plugin::plugin::Guest;
 use crate::bindings::{ActionError, PluginInfo, PluginWorldPre};
@@ -83,6 +91,8 @@ pub enum FailureKind {
     Trap,
     /// The instance could not be created.
     Instantiate,
+    /// The guest returned bytes that are not a result payload.
+    InvalidResult,
 }
 
 /// A failed call: what happened, the error value that goes into the error
@@ -242,7 +252,7 @@ pub fn budget(
 /// `WorkflowArguments`, passed through unchanged), within the [`budget`]
 /// made of `invocation.timeout`, `declared` (the action's own timeout) and
 /// the plugin's settings. Returns the guest's result payload bytes
-/// unchanged, or the failure.
+/// unchanged (once checked to be a result payload), or the failure.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn invoke(
     engine: &Engine,
@@ -272,7 +282,20 @@ pub(crate) async fn invoke(
         |plugin, store| Box::pin(async move { plugin.call_invoke(store, &name, &args).await }),
     )
     .await?;
-    returned.map_err(Failure::from_guest)
+    let result = returned.map_err(Failure::from_guest)?;
+    if let Err(why) = cairn_payload::check_result_payload(&result) {
+        return Err(Failure::host(
+            FailureKind::InvalidResult,
+            "InvalidResultPayload",
+            format!(
+                "action `{module}:{action}` returned {} bytes that are not a result payload: {why}",
+                result.len()
+            ),
+            String::new(),
+            false,
+        ));
+    }
+    Ok(result)
 }
 
 /// Call `describe` in a throwaway instance under the sandbox limits (and

@@ -18,7 +18,9 @@
 //! worker does and what the reloader loads; with [`ServeOptions::http`] an
 //! [`HttpServer`] serves `/healthz`, `/metrics` and the dashboard
 //! ([`crate::ops`]) until the worker has drained, its health turning 503 as
-//! soon as shutdown begins.
+//! soon as shutdown begins; the pruner ([`crate::retention`]) deletes
+//! finished rows past the retention, in its own task, for as long as the
+//! host runs.
 //!
 //! `cairn plugins` and `cairn invoke` load a directory with
 //! [`load_plugins`]: the same loader and reloader, without watching and
@@ -38,6 +40,7 @@ use crate::ops::{HttpConfig, HttpServer, OpsContext};
 use crate::plugin::Loader;
 use crate::registry::Registry;
 use crate::reload::{PluginDir, ReloadConfig, Reloader};
+use crate::retention::{self, RetentionConfig};
 use crate::settings::Settings;
 use crate::worker::{Worker, WorkerConfig};
 use anyhow::Result;
@@ -63,6 +66,8 @@ pub struct ServeOptions {
     pub reload: ReloadConfig,
     /// The claim loop and the queue's timings.
     pub worker: WorkerConfig,
+    /// How long finished rows are kept, and how often to prune.
+    pub retention: RetentionConfig,
     /// The lease owner and `cairn.hosts` key; `None`: [`generate_host_id`].
     pub host_id: Option<String>,
     /// Serve `/healthz`, `/metrics` and the dashboard (`cairn serve
@@ -80,6 +85,7 @@ impl ServeOptions {
             limits: Limits::default(),
             reload: ReloadConfig::default(),
             worker: WorkerConfig::default(),
+            retention: RetentionConfig::default(),
             host_id: None,
             http: None,
         }
@@ -97,6 +103,8 @@ pub struct Host {
     /// Counts the reloader's events into `metrics`.
     plugin_counter: JoinHandle<()>,
     http: Option<HttpServer>,
+    pool: PgPool,
+    retention: RetentionConfig,
 }
 
 impl Host {
@@ -115,6 +123,7 @@ impl Host {
             mut limits,
             reload,
             worker,
+            retention,
             host_id,
             http,
         } = options;
@@ -149,7 +158,7 @@ impl Host {
         let http = match http {
             Some(config) => {
                 let context = OpsContext {
-                    pool,
+                    pool: pool.clone(),
                     plugins: reloader.dir(),
                     host_id: host_id.clone(),
                     metrics: metrics.clone(),
@@ -168,6 +177,8 @@ impl Host {
             metrics,
             plugin_counter,
             http,
+            pool,
+            retention,
         })
     }
 
@@ -204,8 +215,9 @@ impl Host {
     }
 
     /// Serve until `shutdown` resolves, then turn `/healthz` to 503, stop
-    /// watching, shut the worker down gracefully (see [`Worker::run`]) and
-    /// only then stop the HTTP server, so operators see the drain.
+    /// watching and pruning, shut the worker down gracefully (see
+    /// [`Worker::run`]) and only then stop the HTTP server, so operators see
+    /// the drain.
     ///
     /// # Errors
     /// Only when the worker cannot start (the database is unreachable).
@@ -215,9 +227,12 @@ impl Host {
             worker,
             plugin_counter,
             http,
+            pool,
+            retention,
             ..
         } = self;
         let drain = http.as_ref().map(HttpServer::drain_handle);
+        let pruner = retention::spawn_pruner(pool, retention);
         let served = worker
             .run(async move {
                 shutdown.await;
@@ -228,6 +243,9 @@ impl Host {
             })
             .await;
         plugin_counter.abort();
+        if let Some(pruner) = pruner {
+            pruner.abort();
+        }
         if let Some(http) = http {
             http.stop().await;
         }

@@ -40,9 +40,18 @@
 //! its result discarded (the lease-owner guard on completion would refuse it
 //! anyway). A database error in the loop is logged and retried; completions
 //! are kept and re-sent until written, so nothing is lost while the database
-//! is briefly away — and if this host dies instead, its leases expire and
-//! another host runs the rows again. A claim that returns more rows than
-//! were asked for (`cairn.claim` is public SQL another host may re-implement)
+//! is away — and if this host dies instead, its leases expire and another
+//! host runs the rows again. **PostgreSQL restarting** (a crash, a
+//! failover): the claim loop and the completion writer each hold a
+//! connection of their own, opened with a single attempt
+//! ([`crate::db::session`]), and retry every 100 ms while the server is
+//! away, so they resume within about that of it accepting connections again
+//! (measured in docs/benchmarks.md), instead of waiting out the pool's
+//! growing connect backoff or the poll interval. A claim that committed
+//! asynchronously and was lost in a crash means this host lost its lease on
+//! those rows: they are queued again and may run twice (only the newest
+//! claim's attempt may complete a row, see [`write_completions`]). A claim
+//! that returns more rows than were asked for (`cairn.claim` is public SQL another host may re-implement)
 //! gives the extra rows back uncounted instead of running them without a
 //! permit.
 //!
@@ -51,6 +60,7 @@
 //! without counting the attempt, flushes completions, and deregisters the
 //! host.
 
+use crate::db::session::{Retry, Session};
 use crate::engine::Engine;
 use crate::error::one_line;
 use crate::key::ActionKey;
@@ -156,8 +166,15 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// What the heartbeat publishes as this host's plugin files, if given.
     plugin_dir: Option<PluginDir>,
-    /// Running rows and how to stop them.
-    inflight: Mutex<HashMap<i64, AbortHandle>>,
+    /// Running rows: which attempt (a number unique in this worker) and how
+    /// to stop it.
+    inflight: Mutex<HashMap<i64, (u64, AbortHandle)>>,
+    /// The next attempt number.
+    next_attempt: AtomicU64,
+    /// The newest attempt of every row this host claimed and has not yet
+    /// written an outcome for: an outcome from an older attempt is stale
+    /// (see [`write_completions`]).
+    claims: Mutex<HashMap<i64, u64>>,
     /// Signalled when a task finishes (capacity freed).
     finished: Notify,
     /// Wakes the claim loop: notifications, and retries falling due.
@@ -229,6 +246,8 @@ impl Worker {
             metrics,
             plugin_dir,
             inflight: Mutex::new(HashMap::new()),
+            next_attempt: AtomicU64::new(0),
+            claims: Mutex::new(HashMap::new()),
             finished: Notify::new(),
             wake: wake.clone(),
         });
@@ -240,11 +259,12 @@ impl Worker {
             .await
             .context("worker start: LISTEN")?;
         let listen_task = tokio::spawn(listen(listener, wake.clone()));
-        let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Outcome>();
         let written = Arc::new(AtomicU64::new(0));
         let writer_task = tokio::spawn(write_completions(
-            pool.clone(),
+            Session::new(&pool, "worker completion connection", &[]),
             owner.clone(),
+            shared.clone(),
             done_rx,
             written.clone(),
             shared.metrics.clone(),
@@ -261,12 +281,14 @@ impl Worker {
 
         let permits = Arc::new(Semaphore::new(concurrency));
         let mut claims = ClaimSet::default();
-        let mut claim_connection = ClaimConnection::default();
+        let mut claim_connection = ClaimConnection::new(&pool);
+        let mut claim_retry = Retry::new("claiming rows");
         tokio::pin!(shutdown);
         'claim: loop {
             // Claim as many rows as there are free permits, never more.
             let free = permits.available_permits();
             let mut saturated = free == 0;
+            let mut next_look = shared.config.poll_interval;
             if free > 0 {
                 // One snapshot of the registry decides both what to claim
                 // and which version runs it: a row runs on the version that
@@ -278,10 +300,11 @@ impl Worker {
                     &shared.metrics,
                 );
                 let claimed = claim_connection
-                    .claim(&pool, &owner, free as u32, shared.config.lease, served)
+                    .claim(&owner, free as u32, shared.config.lease, served)
                     .await;
                 match claimed {
                     Ok(rows) => {
+                        claim_retry.succeeded();
                         saturated = rows.len() >= free;
                         if !rows.is_empty() {
                             shared.metrics.claimed(rows.len());
@@ -292,11 +315,14 @@ impl Worker {
                                     let runnable = claims.runnable(&row.key).cloned();
                                     spawn_action(&shared, row, runnable, permit, done_tx.clone());
                                 }
-                                Err(_) => give_back(row, &done_tx),
+                                Err(_) => give_back(&shared, row, &done_tx),
                             }
                         }
                     }
-                    Err(err) => tracing::error!("{}", one_line(&err)),
+                    // The database is away (or refused the claim): look again
+                    // soon rather than at the next poll, so that claiming
+                    // resumes promptly when it is back.
+                    Err(err) => next_look = next_look.min(claim_retry.failed(&err)),
                 }
             }
             if saturated {
@@ -311,7 +337,7 @@ impl Worker {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(shared.config.poll_interval) => {}
+                _ = tokio::time::sleep(next_look) => {}
             }
         }
 
@@ -328,19 +354,22 @@ impl Worker {
             .await
             .is_err()
         {
-            let leftover: Vec<(i64, AbortHandle)> = shared
+            let leftover: Vec<(i64, (u64, AbortHandle))> = shared
                 .inflight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .drain()
                 .collect();
-            for (id, handle) in leftover {
+            for (id, (attempt, handle)) in leftover {
                 handle.abort();
                 tracing::warn!(
                     action_id = id,
                     "not finished within the grace period: requeued"
                 );
-                let _ = done_tx.send(Completion::requeue(id));
+                let _ = done_tx.send(Outcome {
+                    attempt,
+                    completion: Completion::requeue(id),
+                });
             }
         }
         maintenance_task.abort();
@@ -386,49 +415,43 @@ async fn gather_capacity(
     true
 }
 
-/// The claim loop's own connection, with `synchronous_commit = off`: a
-/// claim's commit does not wait for the WAL flush (one fsync less between
-/// enqueue and result, and no commit latency in the claim loop). Safe
-/// because a claim is not an outcome: if the server crashes before the
+/// The claim loop's own connection ([`Session`]), with `synchronous_commit
+/// = off`: a claim's commit does not wait for the WAL flush (one fsync less
+/// between enqueue and result, and no commit latency in the claim loop).
+/// Safe because a claim is not an outcome: if the server crashes before the
 /// claim is flushed, its rows are simply queued again (their attempt not
-/// counted), and this host's completions for them are refused by the lease
-/// guard — the host lost its lease, and the row runs again elsewhere.
-/// Every completion commits synchronously, and flushing its commit record
-/// flushes every claim before it. Replaced after any error.
-#[derive(Default)]
+/// counted) — this host has lost its lease on them, and its completions are
+/// refused by the lease guard unless it claims the row again itself. Every
+/// completion commits synchronously, and flushing its commit record flushes
+/// every claim before it. Replaced after any error.
 struct ClaimConnection {
-    conn: Option<sqlx::PgConnection>,
+    session: Session,
 }
 
 impl ClaimConnection {
+    fn new(pool: &PgPool) -> Self {
+        ClaimConnection {
+            session: Session::new(
+                pool,
+                "worker claim connection",
+                &[("synchronous_commit", "off")],
+            ),
+        }
+    }
+
     /// [`queue::claim`] on this connection, opening it first if needed.
     async fn claim(
         &mut self,
-        pool: &PgPool,
         owner: &str,
         limit: u32,
         lease: Duration,
         served: &[ServedAction],
     ) -> Result<Vec<ClaimedAction>> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => {
-                let mut conn = pool
-                    .acquire()
-                    .await
-                    .context("worker claim connection")?
-                    .detach();
-                sqlx::query("SET synchronous_commit = off")
-                    .execute(&mut conn)
-                    .await
-                    .context("worker claim connection")?;
-                self.conn.insert(conn)
-            }
-        };
+        let conn = self.session.conn().await?;
         let claimed = queue::claim(&mut *conn, owner, limit, lease, served).await;
         if claimed.is_err() {
             // A broken connection, or one in an unknown state: start afresh.
-            self.conn = None;
+            self.session.reset();
         }
         claimed
     }
@@ -436,13 +459,29 @@ impl ClaimConnection {
 
 /// A row claimed beyond the free permits (a `cairn.claim` that returned more
 /// than asked for): give it back uncounted for a host with capacity.
-fn give_back(row: ClaimedAction, done: &mpsc::UnboundedSender<Completion>) {
+fn give_back(shared: &Shared, row: ClaimedAction, done: &mpsc::UnboundedSender<Outcome>) {
     tracing::warn!(
         action_id = row.id,
         action = %row.key,
         "the claim returned more rows than there were free permits: row given back"
     );
-    let _ = done.send(Completion::requeue(row.id));
+    let attempt = shared.next_attempt.fetch_add(1, Ordering::Relaxed);
+    shared
+        .claims
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(row.id, attempt);
+    let _ = done.send(Outcome {
+        attempt,
+        completion: Completion::requeue(row.id),
+    });
+}
+
+/// What a task hands the completion writer: its row's outcome, and which
+/// attempt (claim) of the row it comes from.
+struct Outcome {
+    attempt: u64,
+    completion: Completion,
 }
 
 /// The served actions of the latest registry snapshot, as the claim takes
@@ -511,9 +550,15 @@ fn spawn_action(
     row: ClaimedAction,
     runnable: Option<Runnable>,
     permit: OwnedSemaphorePermit,
-    done: mpsc::UnboundedSender<Completion>,
+    done: mpsc::UnboundedSender<Outcome>,
 ) {
     let id = row.id;
+    let attempt = shared.next_attempt.fetch_add(1, Ordering::Relaxed);
+    shared
+        .claims
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, attempt);
     // Hold the map's lock while spawning so the task cannot remove its
     // entry before it is inserted.
     let mut inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -521,14 +566,30 @@ fn spawn_action(
     let guard = Running {
         shared: shared.clone(),
         id,
+        attempt,
         permit: Some(permit),
     };
     let handle = tokio::spawn(async move {
         let completion = execute(&guard.shared, row, runnable).await;
-        let _ = done.send(completion);
+        let _ = done.send(Outcome {
+            attempt,
+            completion,
+        });
         drop(guard);
     });
-    inflight.insert(id, handle.abort_handle());
+    if let Some((_, earlier)) = inflight.insert(id, (attempt, handle.abort_handle())) {
+        // This host claimed a row it was still running: its earlier claim
+        // never reached the disk (claims commit asynchronously, and the
+        // server crashed), so that attempt lost its lease. Only the newest
+        // claim's attempt may complete the row; the earlier one's guard
+        // will not touch the newer entry.
+        earlier.abort();
+        tracing::warn!(
+            action_id = id,
+            "row claimed again while an earlier attempt still ran here: that attempt lost its \
+             lease (its claim was lost in a database crash) and is abandoned"
+        );
+    }
 }
 
 /// Held by a running action's task. Dropping it — when the task finishes or
@@ -539,16 +600,27 @@ fn spawn_action(
 struct Running {
     shared: Arc<Shared>,
     id: i64,
+    /// Which attempt: the row's entry may belong to a newer one (see
+    /// [`spawn_action`]), which this guard must leave alone.
+    attempt: u64,
     permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.shared
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        {
+            let mut inflight = self
+                .shared
+                .inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if inflight
+                .get(&self.id)
+                .is_some_and(|(a, _)| *a == self.attempt)
+            {
+                inflight.remove(&self.id);
+            }
+        }
         drop(self.permit.take());
         self.shared.metrics.finished();
         self.shared.finished.notify_one();
@@ -656,41 +728,71 @@ async fn listen(mut listener: PgListener, wake: Arc<Notify>) {
 }
 
 /// Write completions in batches until every sender is gone, counting the
-/// rows this host finished for good (for the final log line). A batch that
-/// fails to write is retried (with backoff) — never dropped — so a brief
-/// database outage loses nothing.
+/// rows this host finished for good (for the final log line), on a
+/// connection of the writer's own ([`Session`]). A batch that fails to write
+/// is retried — never dropped — so a database outage loses nothing: every
+/// [`RECONNECT_EVERY`](crate::db::session::RECONNECT_EVERY) while the
+/// database is away (the first write after it is back commits within that),
+/// with backoff when the server rejects the statement (see [`Retry`]).
+///
+/// Only the newest claim of a row may complete it. The lease guard in SQL
+/// knows only the owner, and a claim lost in a database crash can be
+/// followed by this same host claiming the row again: before every attempt
+/// to write, outcomes of an attempt older than the row's newest claim here
+/// are dropped (that attempt lost its lease) and logged.
 async fn write_completions(
-    pool: PgPool,
+    mut session: Session,
     owner: Arc<str>,
-    mut done: mpsc::UnboundedReceiver<Completion>,
+    shared: Arc<Shared>,
+    mut done: mpsc::UnboundedReceiver<Outcome>,
     written_count: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_COMPLETION_BATCH);
+    let mut batch: Vec<Outcome> = Vec::with_capacity(MAX_COMPLETION_BATCH);
+    let mut completions: Vec<Completion> = Vec::with_capacity(MAX_COMPLETION_BATCH);
+    let mut retry = Retry::new("completing rows");
     while let Some(first) = done.recv().await {
         batch.push(first);
         while batch.len() < MAX_COMPLETION_BATCH {
             match done.try_recv() {
-                Ok(c) => batch.push(c),
+                Ok(o) => batch.push(o),
                 Err(_) => break,
             }
         }
-        let mut delay = Duration::from_millis(50);
+        let mut retried = false;
         loop {
-            match queue::complete(&pool, &owner, &batch).await {
+            drop_stale(&shared, &mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            completions.clear();
+            completions.extend(batch.iter().map(|o| o.completion.clone()));
+            let written = match session.conn().await {
+                Ok(conn) => queue::complete(&mut *conn, &owner, &completions).await,
+                Err(err) => Err(err),
+            };
+            match written {
                 Ok(written) => {
-                    metrics.completion_batch(batch.len());
-                    let finished = batch
+                    metrics.completion_batch(completions.len());
+                    retry.succeeded();
+                    forget_claims(&shared, &batch);
+                    let finished = completions
                         .iter()
                         .filter(|c| written.contains(&c.id) && c.outcome.is_final())
                         .count();
                     written_count.fetch_add(finished as u64, Ordering::Relaxed);
-                    if written.len() < batch.len() {
-                        let lost: Vec<_> = batch
-                            .iter()
-                            .map(|c| c.id)
-                            .filter(|id| !written.contains(id))
-                            .collect();
+                    let lost: Vec<_> = completions
+                        .iter()
+                        .map(|c| c.id)
+                        .filter(|id| !written.contains(id))
+                        .collect();
+                    if !lost.is_empty() && retried {
+                        tracing::warn!(
+                            ?lost,
+                            "completions not written: this host no longer holds those rows \
+                             (or the attempt that failed had committed them)"
+                        );
+                    } else if !lost.is_empty() {
                         metrics.leases_lost(lost.len());
                         tracing::warn!(
                             ?lost,
@@ -700,13 +802,44 @@ async fn write_completions(
                     break;
                 }
                 Err(err) => {
-                    tracing::error!("{}; retrying in {delay:?}", one_line(&err));
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    session.reset();
+                    retried = true;
+                    tokio::time::sleep(retry.failed(&err)).await;
                 }
             }
         }
         batch.clear();
+    }
+}
+
+/// Drop the outcomes of attempts that are not their row's newest claim on
+/// this host (see [`write_completions`]).
+fn drop_stale(shared: &Shared, batch: &mut Vec<Outcome>) {
+    let claims = shared.claims.lock().unwrap_or_else(|p| p.into_inner());
+    batch.retain(|o| match claims.get(&o.completion.id) {
+        Some(newest) if *newest == o.attempt => true,
+        Some(_) => {
+            tracing::warn!(
+                action_id = o.completion.id,
+                "an attempt finished after its row was claimed again here: it lost its lease \
+                 (its claim was lost in a database crash); its outcome is dropped"
+            );
+            false
+        }
+        // Already written: a shutdown's requeue racing the attempt's own
+        // outcome (the first one written wins, as in `queue::complete`).
+        None => false,
+    });
+}
+
+/// After a write: the rows of `batch` need no claim record any more (unless
+/// claimed again meanwhile).
+fn forget_claims(shared: &Shared, batch: &[Outcome]) {
+    let mut claims = shared.claims.lock().unwrap_or_else(|p| p.into_inner());
+    for o in batch {
+        if claims.get(&o.completion.id) == Some(&o.attempt) {
+            claims.remove(&o.completion.id);
+        }
     }
 }
 
@@ -781,10 +914,15 @@ async fn renew_leases(pool: &PgPool, owner: &str, shared: &Shared) {
                 let mut inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
                 ids.iter()
                     .filter(|id| !owned.contains(id))
-                    .filter_map(|id| inflight.remove(id).map(|h| (*id, h)))
+                    .filter_map(|id| inflight.remove(id).map(|(_, h)| (*id, h)))
                     .collect()
             };
             shared.metrics.leases_lost(lost.len());
+            let mut claims = shared.claims.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, _) in &lost {
+                claims.remove(id);
+            }
+            drop(claims);
             for (id, handle) in lost {
                 handle.abort();
                 tracing::warn!(

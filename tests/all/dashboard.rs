@@ -17,27 +17,14 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use cairn::queue::{ActionStatus, Client};
 use fantoccini::{ClientBuilder, Locator};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::pg::fresh_db;
-use crate::support::{finished, http_get, request, row_state, until, Serve, SOON};
-
-/// Enqueues `key` with JSON `args`; returns its id.
-async fn enqueue(client: &Client, key: &str, args: Value) -> Result<i64> {
-    client.enqueue(&request(key, args)?).await
-}
-
-/// Enqueues `key` due in an hour (so it stays queued); returns its id.
-async fn enqueue_later(client: &Client, key: &str) -> Result<i64> {
-    client
-        .enqueue(&request(key, json!({}))?.delay(Duration::from_secs(3600)))
-        .await
-}
+use crate::support::{enqueue, enqueue_later, finished, http_get, row_state, until, Serve, SOON};
 
 /// One browser at a time.
 static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -151,6 +138,24 @@ impl Browser {
         ensure!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
         std::fs::write(self.shots.join(format!("{}-{page}.png", self.test)), png)?;
         Ok(())
+    }
+
+    /// Clicks the button with id `button` and returns the notice on the
+    /// page the form's answer redirects to (a click returns before that page
+    /// has loaded, so this waits for the notice).
+    async fn submit(&self, button: &str) -> Result<String> {
+        let c = self.client();
+        c.find(Locator::Id(button))
+            .await
+            .with_context(|| format!("no #{button} on the page"))?
+            .click()
+            .await?;
+        Ok(c.wait()
+            .at_most(SOON)
+            .for_element(Locator::Id("notice"))
+            .await?
+            .text()
+            .await?)
     }
 
     async fn text(&self, css: &str) -> Result<String> {
@@ -323,16 +328,7 @@ async fn dashboard_retry_button_reruns_a_failed_row() -> Result<()> {
     let c = b.client();
     c.goto(&host.url(&format!("/rows/{bad}"))).await?;
     b.shot("before").await?;
-    c.find(Locator::Id("retry")).await?.click().await?;
-    // The form's answer redirects to the row with a notice; a click returns
-    // before that page has loaded.
-    let notice = c
-        .wait()
-        .at_most(SOON)
-        .for_element(Locator::Id("notice"))
-        .await?
-        .text()
-        .await?;
+    let notice = b.submit("retry").await?;
     assert!(
         notice.contains("queued again"),
         "the page says so: {notice}"
@@ -363,16 +359,7 @@ async fn dashboard_cancel_button_cancels_a_queued_row() -> Result<()> {
         "no retry on a queued row"
     );
     b.shot("before").await?;
-    c.find(Locator::Id("cancel")).await?.click().await?;
-    // The form's answer redirects to the row with a notice; a click returns
-    // before that page has loaded.
-    let notice = c
-        .wait()
-        .at_most(SOON)
-        .for_element(Locator::Id("notice"))
-        .await?
-        .text()
-        .await?;
+    let notice = b.submit("cancel").await?;
     assert!(notice.contains("is cancelled"), "{notice}");
     assert_eq!(row_state(&db.pool, later).await?.0, ActionStatus::Cancelled);
     assert_eq!(b.text("#status").await?, "cancelled");

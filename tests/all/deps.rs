@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 
 use crate::pg::fresh_db;
 use crate::support::{
-    self, cairn, engine, fast_worker, invocation, plugin_dir, wasm, InProcess, SOON,
+    self, cairn, cairn_with_config, engine, fast_worker, invocation, plugin_dir, wasm, InProcess,
+    SOON,
 };
 
 fn parse(toml: &str) -> Result<Settings> {
@@ -183,18 +184,10 @@ async fn secret_is_visible_to_its_plugin_only() -> Result<()> {
 #[tokio::test]
 async fn secrets_never_appear_in_logs_or_the_plugins_listing() -> Result<()> {
     let dir = plugin_dir(&["secrets", "greet"]);
-    let cwd = tempfile::tempdir()?;
-    let file = cwd.path().join("cairn.toml");
-    std::fs::write(
-        &file,
-        "[plugins.secrets]\ngrants = [\"config\"]\n[plugins.secrets.secrets]\ntoken = \"s3cr3t-value\"\n",
-    )?;
-    let listing = cairn()
-        .current_dir(cwd.path())
-        .env("CAIRN_LOG", "trace")
-        .args(["plugins", "--plugins"])
-        .arg(dir.path())
-        .output()?;
+    let d = dir.path().to_str().context("path")?;
+    let toml = "[plugins.secrets]\ngrants = [\"config\"]\n[plugins.secrets.secrets]\ntoken = \"s3cr3t-value\"\n";
+    let trace = [("CAIRN_LOG", "trace")];
+    let listing = cairn_with_config(toml, &trace, &["plugins", "--plugins", d])?;
     let (out, err) = (
         String::from_utf8_lossy(&listing.stdout),
         String::from_utf8_lossy(&listing.stderr),
@@ -206,20 +199,18 @@ async fn secrets_never_appear_in_logs_or_the_plugins_listing() -> Result<()> {
         "{out}\n{err}"
     );
 
-    let invoke = cairn()
-        .current_dir(cwd.path())
-        .env("CAIRN_LOG", "trace")
-        .args(["--config"])
-        .arg(&file)
-        .args([
+    let invoke = cairn_with_config(
+        toml,
+        &trace,
+        &[
             "invoke",
             "secrets:reveal",
             "--args",
             r#"{"key":"token"}"#,
             "--plugins",
-        ])
-        .arg(dir.path())
-        .output()?;
+            d,
+        ],
+    )?;
     let err = String::from_utf8_lossy(&invoke.stderr);
     ensure!(invoke.status.success(), "cairn invoke failed: {err}");
     // The action's own result is the one place the plugin chose to put it.
@@ -262,16 +253,12 @@ async fn unknown_config_key_is_an_error_naming_it() -> Result<()> {
     assert!(format!("{err:#}").contains("kv_namspace"), "{err:#}");
 
     let dir = plugin_dir(&["greet"]);
-    let cwd = tempfile::tempdir()?;
-    std::fs::write(
-        cwd.path().join("cairn.toml"),
+    let d = dir.path().to_str().context("path")?;
+    let out = cairn_with_config(
         "[plugins.greet]\nmemory = 3\n",
+        &[],
+        &["plugins", "--plugins", d],
     )?;
-    let out = cairn()
-        .current_dir(cwd.path())
-        .args(["plugins", "--plugins"])
-        .arg(dir.path())
-        .output()?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

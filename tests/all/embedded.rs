@@ -8,6 +8,7 @@ use anyhow::{ensure, Context, Result};
 use cairn::db::{Database, DbConfig, EmbeddedOptions, EmbeddedPostgres};
 
 use crate::pg::StateDir;
+use crate::support::lookup;
 
 fn config(state_dir: &Path, keep_running: bool) -> DbConfig {
     DbConfig {
@@ -134,18 +135,10 @@ async fn concurrent_starts_share_one_server() -> Result<()> {
 
 #[test]
 fn config_reads_the_environment_and_rejects_bad_values() -> Result<()> {
-    let env = |pairs: &'static [(&'static str, &'static str)]| {
-        move |key: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    };
-    let default = DbConfig::from_lookup(env(&[]))?;
+    let default = DbConfig::from_lookup(lookup(&[]))?;
     ensure!(default.url.is_none() && default.state_dir == Path::new(".cairn"));
     ensure!(!default.keep_running && default.server_user == "postgres");
-    let set = DbConfig::from_lookup(env(&[
+    let set = DbConfig::from_lookup(lookup(&[
         ("CAIRN_DATABASE_URL", "postgres://u@h/db"),
         ("CAIRN_STATE_DIR", "/var/lib/cairn"),
         ("CAIRN_KEEP_POSTGRES", "1"),
@@ -153,9 +146,9 @@ fn config_reads_the_environment_and_rejects_bad_values() -> Result<()> {
     ]))?;
     ensure!(set.url.as_deref() == Some("postgres://u@h/db") && set.keep_running);
     ensure!(set.state_dir == Path::new("/var/lib/cairn") && set.max_connections == 3);
-    let bad = DbConfig::from_lookup(env(&[("CAIRN_KEEP_POSTGRES", "maybe")]));
+    let bad = DbConfig::from_lookup(lookup(&[("CAIRN_KEEP_POSTGRES", "maybe")]));
     ensure!(format!("{:#}", bad.err().context("accepted")?).contains("CAIRN_KEEP_POSTGRES"));
-    ensure!(DbConfig::from_lookup(env(&[("CAIRN_DB_MAX_CONNECTIONS", "0")])).is_err());
+    ensure!(DbConfig::from_lookup(lookup(&[("CAIRN_DB_MAX_CONNECTIONS", "0")])).is_err());
     Ok(())
 }
 

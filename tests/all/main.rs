@@ -12,6 +12,8 @@ mod python;
 mod queue;
 mod registry;
 mod reload;
+mod restart;
+mod retention;
 mod sandbox;
 mod sql_api;
 mod support;

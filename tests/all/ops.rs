@@ -15,21 +15,9 @@ use serde_json::{json, Value};
 
 use crate::pg::{fresh_db, StateDir, TestDb};
 use crate::support::{
-    assert_clean_failure, assert_usage_error, cairn, fast_worker, finished, http_get, http_request,
-    plugin_dir, request, row_state, serve_options, until, InProcess, Serve, SOON,
+    assert_clean_failure, assert_usage_error, cairn, enqueue, enqueue_later, fast_worker, finished,
+    http_get, http_request, plugin_dir, row_state, serve_options, until, InProcess, Serve, SOON,
 };
-
-/// Enqueues `key` with JSON `args`; returns its id.
-async fn enqueue(client: &Client, key: &str, args: Value) -> Result<i64> {
-    client.enqueue(&request(key, args)?).await
-}
-
-/// Enqueues `key` due in an hour (so it stays queued); returns its id.
-async fn enqueue_later(client: &Client, key: &str) -> Result<i64> {
-    client
-        .enqueue(&request(key, json!({}))?.delay(Duration::from_secs(3600)))
-        .await
-}
 
 /// The CSRF token in a page's forms.
 pub fn csrf_in(page: &str) -> Result<String> {

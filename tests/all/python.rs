@@ -16,7 +16,7 @@
 //! which step failed (never a skip).
 
 use crate::pg::{fresh_db, TestDb};
-use crate::support::{cairn, repo, scratch, until, wasm, Serve, ServeArgs};
+use crate::support::{cairn_with_config, repo, scratch, until, wasm, Serve, ServeArgs};
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -253,22 +253,13 @@ async fn python_exception_is_stored_as_an_error_payload_with_its_traceback() -> 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_plugin_imports_only_what_it_uses_and_ungranted_kv_is_refused() -> Result<()> {
     let dir = plugins(&["greet", "visits"], &[])?;
-    let cwd = tempfile::tempdir()?;
     // Config granted, kv not: visits is refused naming the kv grant; greet,
     // which imports no cairn dependency, loads without any grant.
-    let config = cwd.path().join("cairn.toml");
-    std::fs::write(
-        &config,
+    let out = cairn_with_config(
         "[plugins.visits]\ngrants = [\"config\"]\n[plugins.visits.config]\nsite_name = \"docs\"\n",
+        &[],
+        &["plugins", "--plugins", dir.path().to_str().context("path")?],
     )?;
-    let out = cairn()
-        .current_dir(cwd.path())
-        .arg("plugins")
-        .arg("--plugins")
-        .arg(dir.path())
-        .arg("--config")
-        .arg(&config)
-        .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let both = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(

@@ -213,6 +213,63 @@ async fn two_concurrent_claimers_never_claim_the_same_row() -> Result<()> {
     Ok(())
 }
 
+/// 30 due rows of each of two actions, enqueued alternately (so the best
+/// rows in claim order, lowest id first, alternate between the two); the
+/// ids in claim order.
+async fn two_kinds_interleaved(client: &Client) -> Result<Vec<i64>> {
+    let requests: Vec<_> = (0..60)
+        .map(|i| EnqueueRequest::new("k", if i % 2 == 0 { "x" } else { "y" }))
+        .collect();
+    client.enqueue_many(&requests).await
+}
+
+#[tokio::test]
+async fn a_claim_over_several_actions_locks_only_the_rows_it_takes() -> Result<()> {
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let ids = two_kinds_interleaved(&client).await?;
+    let keys = served(&[("k", "x"), ("k", "y")]);
+    // A claim whose transaction stays open: its row locks stay held.
+    let mut first = db.pool.begin().await?;
+    let took = queue::claim(&mut *first, "host-1", 10, LEASE, &keys).await?;
+    ensure!(
+        took.iter().map(|c| c.id).collect::<Vec<_>>() == ids[..10],
+        "not the 10 best rows over both actions: {took:?}"
+    );
+    // Meanwhile another host sees every other due row: the first claim did
+    // not lock rows it did not take (0005 locked 10 per action).
+    let rest = queue::claim(&db.pool, "host-2", 100, LEASE, &keys).await?;
+    ensure!(
+        rest.len() == 50,
+        "{} due rows hidden by the first claim's locks",
+        50 - rest.len()
+    );
+    first.commit().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_claim_racing_another_over_several_actions_still_fills_up() -> Result<()> {
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let ids = two_kinds_interleaved(&client).await?;
+    let keys = served(&[("k", "x"), ("k", "y")]);
+    // The first claim has taken the 10 best rows but not committed: the
+    // second sees them still queued, finds them locked, and must take the
+    // next 10 instead of returning short.
+    let mut first = db.pool.begin().await?;
+    let took = queue::claim(&mut *first, "host-1", 10, LEASE, &keys).await?;
+    let second = queue::claim(&db.pool, "host-2", 10, LEASE, &keys).await?;
+    first.commit().await?;
+    ensure!(took.len() == 10);
+    ensure!(
+        second.iter().map(|c| c.id).collect::<Vec<_>>() == ids[10..20],
+        "the racing claim took {:?}",
+        second.iter().map(|c| c.id).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn complete_stores_payloads_unchanged_and_reports_written_ids() -> Result<()> {
     let db = fresh_db().await?;

@@ -31,7 +31,7 @@ use tokio::sync::broadcast;
 
 use crate::pg::{fresh_db, TestDb};
 use crate::support::{
-    cairn, claimed_since, db_now, engine, host_keys, invocation, plugin_dir, until, wasm,
+    cairn, claimed_since, db_now, engine, host_keys, invocation, lookup, plugin_dir, until, wasm,
     InProcess, SOON,
 };
 
@@ -1234,20 +1234,12 @@ async fn replace_file_and_remove_file_report_what_changed() -> Result<()> {
 #[test]
 fn reload_config_reads_its_variables_and_refuses_bad_values() -> Result<()> {
     let state = Path::new("/state");
-    let vars = |pairs: &'static [(&'static str, &'static str)]| {
-        move |key: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    };
-    let default = ReloadConfig::from_lookup(state, vars(&[]))?;
+    let default = ReloadConfig::from_lookup(state, lookup(&[]))?;
     ensure!(default == ReloadConfig::new(state));
     ensure!(default.cache_dir.as_deref() == Some(Path::new("/state/cache")));
     let tuned = ReloadConfig::from_lookup(
         state,
-        vars(&[
+        lookup(&[
             ("CAIRN_RELOAD_QUIET_MS", "250"),
             ("CAIRN_RELOAD_SETTLE_MS", "10"),
             ("CAIRN_RELOAD_RESCAN_MS", "0"),
@@ -1256,7 +1248,7 @@ fn reload_config_reads_its_variables_and_refuses_bad_values() -> Result<()> {
     )?;
     ensure!(tuned.quiet == Duration::from_millis(250) && tuned.settle == Duration::from_millis(10));
     ensure!(tuned.rescan_every.is_none() && tuned.cache_dir.is_none());
-    let bad = ReloadConfig::from_lookup(state, vars(&[("CAIRN_RELOAD_QUIET_MS", "soon")]));
+    let bad = ReloadConfig::from_lookup(state, lookup(&[("CAIRN_RELOAD_QUIET_MS", "soon")]));
     ensure!(
         bad.as_ref()
             .err()

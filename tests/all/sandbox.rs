@@ -341,6 +341,36 @@ async fn panic_becomes_error_payload_with_message() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_result_that_is_not_a_payload_is_a_non_retryable_failure() -> Result<()> {
+    let rt = engine();
+    let liar = load(&rt, "liar").await?;
+    for (action, why) in [
+        ("garbage", "not a protobuf WorkflowArguments: "),
+        ("wrong_key", "its one entry is `answer`, not `result`"),
+        (
+            "error_as_result",
+            "an error payload (entry `error`) returned as a success",
+        ),
+    ] {
+        let failure = call(&rt, &liar, action, json!({}))
+            .await?
+            .expect_err("a lie is not a success");
+        assert_eq!(failure.kind, FailureKind::InvalidResult, "{failure}");
+        assert_eq!(failure.error.r#type, "InvalidResultPayload");
+        assert!(!failure.retryable, "{failure}");
+        let message = &failure.error.message;
+        assert!(
+            message.contains(&format!("action `liar:{action}`")) && message.contains(why),
+            "{message}"
+        );
+    }
+    // The honest action's bytes pass through unchanged.
+    let honest = call(&rt, &liar, "honest", json!({})).await?;
+    assert_eq!(honest.map_err(|f| anyhow!("{f}"))?, json!("truth"));
+    Ok(())
+}
+
+#[tokio::test]
 async fn wasi_denies_files_network_and_environment() -> Result<()> {
     std::env::set_var("CAIRN_TEST_SECRET", "hunter2");
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -227,6 +227,41 @@ pub fn request(key: &str, args: Value) -> Result<EnqueueRequest> {
     Ok(EnqueueRequest::for_action(&ActionKey::parse(key)?).args(&args))
 }
 
+/// An environment for `from_lookup` constructors: `pairs` and nothing else.
+pub fn lookup(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |key| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+/// The output of `cairn ARGS`, run in a fresh working directory whose
+/// `cairn.toml` is `toml` (so the command finds it as a user's would), with
+/// the extra environment `env`.
+pub fn cairn_with_config(toml: &str, env: &[(&str, &str)], args: &[&str]) -> Result<Output> {
+    let cwd = tempfile::tempdir()?;
+    std::fs::write(cwd.path().join("cairn.toml"), toml)?;
+    Ok(cairn()
+        .current_dir(cwd.path())
+        .envs(env.iter().copied())
+        .args(args)
+        .output()?)
+}
+
+/// Enqueues `key` with JSON `args`; returns its id.
+pub async fn enqueue(client: &Client, key: &str, args: Value) -> Result<i64> {
+    client.enqueue(&request(key, args)?).await
+}
+
+/// Enqueues `key` due in an hour (so it stays queued); returns its id.
+pub async fn enqueue_later(client: &Client, key: &str) -> Result<i64> {
+    client
+        .enqueue(&request(key, serde_json::json!({}))?.delay(Duration::from_secs(3600)))
+        .await
+}
+
 /// Waits (at most `limit`) until row `id` is finished.
 pub async fn finished(client: &Client, id: i64, limit: Duration) -> Result<ActionResult> {
     let row = client.wait(id, limit).await?;
@@ -454,8 +489,8 @@ impl Serve {
     }
 
     /// Starts `cairn serve` on the plugin directory `plugins` with `--lease
-    /// 2s --shutdown-grace 1s` and `extra` arguments; returns once the host
-    /// has registered itself.
+    /// 2s --shutdown-grace 1s` (unless `extra` sets them) and `extra`
+    /// arguments; returns once the host has registered itself.
     pub async fn start_in(db: &TestDb, plugins: tempfile::TempDir, extra: &[&str]) -> Result<Self> {
         let args = ServeArgs {
             extra,
@@ -509,10 +544,11 @@ impl Serve {
             .arg("serve")
             .arg("--plugins")
             .arg(plugins.path())
-            .args(["--database-url", &db.url])
-            .args(["--lease", "2s"]);
-        if !args.extra.contains(&"--shutdown-grace") {
-            cmd.args(["--shutdown-grace", "1s"]);
+            .args(["--database-url", &db.url]);
+        for (flag, value) in [("--lease", "2s"), ("--shutdown-grace", "1s")] {
+            if !args.extra.contains(&flag) {
+                cmd.args([flag, value]);
+            }
         }
         cmd.args(args.extra)
             .env_remove("CAIRN_HTTP_TOKEN")
@@ -582,6 +618,11 @@ impl Serve {
     /// this child.
     pub fn is(&self, owner: &str) -> bool {
         owner.contains(&format!("-{}-", self.child.id()))
+    }
+
+    /// Whether the child is still running.
+    pub fn running(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_none())
     }
 
     /// Sends `signal` to the child.

@@ -199,6 +199,59 @@ async fn error_payload_is_stored_for_failed_rows() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_that_is_not_a_payload_fails_the_row_and_cairn_result_reads_it() -> Result<()> {
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let worker = InProcess::start(&db.pool, &["liar"], fast_worker()).await?;
+    let lies = [
+        ("liar:garbage", "not a protobuf WorkflowArguments"),
+        ("liar:wrong_key", "its one entry is `answer`, not `result`"),
+        ("liar:error_as_result", "an error payload (entry `error`)"),
+    ];
+    let mut ids = Vec::new();
+    for (key, _) in &lies {
+        ids.push(client.enqueue(&request(key, json!({}))?).await?);
+    }
+    let honest = client.enqueue(&request("liar:honest", json!({}))?).await?;
+
+    for ((key, why), id) in lies.iter().zip(&ids) {
+        let row = finished(&client, *id, SOON).await?;
+        // Failed for good on the first attempt (not retryable), the guest's
+        // bytes not stored as a result.
+        ensure!(row.status == ActionStatus::Failed, "{key}: {}", row.status);
+        ensure!(row.attempts == 1, "{key}: {} attempts", row.attempts);
+        ensure!(row.result.is_none(), "{key}: a result was stored");
+        let error = error_json(row.error.as_ref())?;
+        ensure!(error["type"] == "InvalidResultPayload", "{key}: {error}");
+        let message = error["message"].as_str().unwrap_or_default();
+        ensure!(
+            message.contains(&format!("action `{key}`")) && message.contains(why),
+            "{key}: the message should name the action and what was wrong: {message}"
+        );
+        // `cairn result` reads the row: JSON on stdout, exit 1 (failed).
+        let out = crate::support::cairn()
+            .args(["result", &id.to_string(), "--database-url", &db.url])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(1),
+            "{key}: cairn result: {stderr}"
+        );
+        let printed: Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("{key}: cairn result printed no JSON; stderr {stderr}"))?;
+        ensure!(
+            printed["status"] == "failed" && printed["error"]["type"] == "InvalidResultPayload",
+            "{key}: {printed}"
+        );
+    }
+    let row = finished(&client, honest, SOON).await?;
+    ensure_succeeded(&row)?;
+    ensure!(result_json(row.result.as_ref())? == json!("truth"));
+    worker.stop(SOON).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_backoff_is_enforced_through_run_at() -> Result<()> {
     let db = fresh_db().await?;
     let client = Client::new(db.pool.clone());
@@ -871,46 +924,74 @@ async fn lost_lease_abandons_the_attempt_and_frees_capacity() -> Result<()> {
 }
 
 /// `cairn.claim` as another host might re-implement it, wrongly: it ignores
-/// `max_rows` and claims every due row it serves. It logs what it was asked
-/// for and what it returned in `claim_log`, so a test can see the over-claim
-/// happened. Same signature as `migrations/0002`'s, so the worker calls it.
+/// `max_rows` and claims up to 1,000 due rows it serves. It wraps the real
+/// claim (moved to `honest.claim`: PL/pgSQL qualifies parameters with the
+/// function's name, so it keeps its name), so it claims exactly as the
+/// current migrations do, and logs what it was asked for and what it returned in
+/// `claim_log`, so a test can see the over-claim happened.
 const GREEDY_CLAIM: &str = r#"
 CREATE TABLE claim_log (asked integer NOT NULL, returned bigint NOT NULL);
-CREATE OR REPLACE FUNCTION cairn.claim(
-    owner text,
-    max_rows integer,
-    lease_ms bigint,
-    modules text[],
-    names text[],
-    max_attempts integer[]
-) RETURNS SETOF cairn.actions
-LANGUAGE sql
+CREATE SCHEMA honest;
+ALTER FUNCTION cairn.claim(text, integer, bigint, text[], text[], integer[])
+    SET SCHEMA honest;
+CREATE FUNCTION cairn.claim(text, integer, bigint, text[], text[], integer[])
+RETURNS SETOF cairn.actions
+LANGUAGE plpgsql
 AS $$
-    WITH served AS (
-        SELECT * FROM unnest(modules, names, max_attempts) AS s(module, name, max_attempts)
-    ), picked AS (
-        SELECT a.id, s.max_attempts AS default_max_attempts
-        FROM cairn.actions a
-        JOIN served s ON s.module = a.module AND s.name = a.name
-        WHERE a.status = 'queued' AND a.run_at <= now()
-        FOR UPDATE OF a SKIP LOCKED
-    ), claimed AS (
-        UPDATE cairn.actions a
-        SET status = 'running',
-            lease_owner = owner,
-            lease_expires_at = now() + lease_ms * interval '1 millisecond',
-            attempts = a.attempts + 1,
-            started_at = now(),
-            max_attempts = coalesce(a.max_attempts, p.default_max_attempts)
-        FROM picked p
-        WHERE a.id = p.id
-        RETURNING a.*
-    ), logged AS (
-        INSERT INTO claim_log SELECT max_rows, count(*) FROM claimed
-    )
-    SELECT * FROM claimed
+DECLARE
+    returned bigint;
+BEGIN
+    -- $2, max_rows, is what it should have claimed at most.
+    RETURN QUERY SELECT * FROM honest.claim($1, 1000, $3, $4, $5, $6);
+    GET DIAGNOSTICS returned = ROW_COUNT;
+    INSERT INTO claim_log VALUES ($2, returned);
+END
 $$;
 "#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_claimed_again_while_still_running_here_completes_from_the_newest_claim() -> Result<()>
+{
+    // A claim commits asynchronously: a server crash can lose it, and the
+    // row is queued again while this host still runs it. If this host then
+    // claims it again, the earlier attempt has lost its lease: only the
+    // newest claim's attempt may complete the row.
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    let worker = InProcess::start(&db.pool, &["sleepy"], fast_worker()).await?;
+    let timeout = Duration::from_secs(10);
+    let mut req = request("sleepy:nap_and_say", json!({"ms": 1500}))?;
+    req.timeout = Some(timeout);
+    let id = client.enqueue(&req).await?;
+    until("the row to run", SOON, || async {
+        Ok((snap(&db.pool, id).await?.status == ActionStatus::Running).then_some(()))
+    })
+    .await?;
+    // What a lost claim leaves behind: the row queued, attempt not counted.
+    let lost_at = db_now(&db.pool).await?;
+    sqlx::query(
+        "UPDATE cairn.actions SET status = 'queued', lease_owner = NULL,
+                lease_expires_at = NULL, attempts = attempts - 1 WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&db.pool)
+    .await?;
+    let row = finished(&client, id, SOON).await?;
+    ensure_succeeded(&row)?;
+    ensure!(row.attempts == 1 && row.error.is_none(), "{row:?}");
+    // The stored result is the newest attempt's: its deadline is past the
+    // moment the claim was lost, plus the timeout.
+    let deadline = result_json(row.result.as_ref())?
+        .as_i64()
+        .context("deadline")?;
+    let earliest = (lost_at + chrono::TimeDelta::from_std(timeout)?).timestamp_millis();
+    ensure!(
+        deadline >= earliest,
+        "the earlier attempt completed the row (deadline {deadline} < {earliest})"
+    );
+    worker.stop(SOON).await?;
+    Ok(())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_a_claim_returns_beyond_the_free_permits_are_given_back_uncounted() -> Result<()> {

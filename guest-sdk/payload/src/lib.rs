@@ -26,6 +26,9 @@
 //!   value they happened (``at field `point.x`: ...``).
 //! * Decoding bytes fails when they are not a protobuf `WorkflowArguments`, and
 //!   result payloads must hold exactly one of `result` and `error`.
+//! * [`check_result_payload`] tells, without decoding or copying, whether
+//!   bytes a guest returned as its success are a result payload every reader
+//!   can decode (the host checks this before storing them).
 //!
 //! Every [`Error`] displays on one line.
 //!
@@ -96,6 +99,7 @@
 
 #![warn(missing_docs)]
 
+mod check;
 mod de;
 mod error;
 #[cfg(feature = "json")]
@@ -109,6 +113,7 @@ mod ser;
 
 use prost::Message;
 
+pub use check::check_result_payload;
 pub use error::Error;
 pub use messages::*;
 

@@ -12,8 +12,8 @@
 //! the library: `serve` is [`crate::serve::Host`], `plugins` and `invoke`
 //! load through [`crate::serve::load_plugins`] ([`plugins`]), `enqueue` and
 //! `result` use [`crate::queue::Client`] ([`queue`]), `ls`, `retry`,
-//! `cancel` and `stats` use [`crate::queue::admin`] ([`admin`]), the
-//! benchmarks are in [`crate::bench`].
+//! `cancel` and `stats` use [`crate::queue::admin`] ([`admin`]), `prune` is
+//! [`crate::retention::prune_all`], the benchmarks are in [`crate::bench`].
 
 mod admin;
 mod plugins;
@@ -25,7 +25,9 @@ use crate::key::ActionKey;
 use crate::limits::Limits;
 use crate::logging;
 use crate::ops::HttpConfig;
+use crate::queue::ActionStatus;
 use crate::reload::ReloadConfig;
+use crate::retention::{Retention, RetentionConfig};
 use crate::serve::{Host, ServeOptions};
 use crate::settings::Settings;
 use crate::worker::WorkerConfig;
@@ -36,6 +38,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,6 +134,25 @@ enum Command {
         /// loopback requires CAIRN_HTTP_TOKEN (see docs/operations.md).
         #[arg(long, env = "CAIRN_HTTP")]
         http: Option<SocketAddr>,
+        /// Delete finished rows (succeeded, failed, cancelled) this long
+        /// after they finished, e.g. `168h` (a week, the default); `0` keeps
+        /// them forever. Pruned in small paced batches (docs/queue.md).
+        #[arg(long, env = "CAIRN_RETENTION", default_value = "168h", value_parser = Retention::from_str)]
+        retention: Retention,
+    },
+    /// Delete finished rows now: those that finished more than
+    /// --older-than ago (all three finished statuses, or only --status).
+    /// Prints how many rows were removed, as JSON.
+    Prune {
+        /// Rows finished at least this long ago go, e.g. `24h`; `0s`: every
+        /// finished row.
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Duration,
+        /// Only rows with this status (repeatable); default: all finished.
+        #[arg(long, value_enum)]
+        status: Vec<FinishedStatus>,
+        #[command(flatten)]
+        db: DbArgs,
     },
     /// Enqueue one action and print its id (with --wait, also its result).
     Enqueue {
@@ -244,6 +266,25 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+}
+
+/// A status `cairn prune` accepts: the finished ones (queued and running
+/// rows are never pruned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FinishedStatus {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl From<FinishedStatus> for ActionStatus {
+    fn from(s: FinishedStatus) -> Self {
+        match s {
+            FinishedStatus::Succeeded => ActionStatus::Succeeded,
+            FinishedStatus::Failed => ActionStatus::Failed,
+            FinishedStatus::Cancelled => ActionStatus::Cancelled,
+        }
+    }
 }
 
 /// `--wait` and for how long, for the commands that can wait for a row to
@@ -399,6 +440,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             unknown_after,
             no_watch,
             http,
+            retention,
         } => {
             let shutdown = shutdown_signal()?;
             // Checked before anything starts: a non-loopback address
@@ -424,6 +466,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 host_id: Some(host_id),
                 http,
+                retention: RetentionConfig {
+                    keep: retention,
+                    ..RetentionConfig::default()
+                },
                 ..ServeOptions::new(plugins)
             };
             let db = db.connect().await?;
@@ -458,6 +504,32 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Result { id, wait, db } => {
             db.with(async |db| queue::result(db, id, wait.limit()).await)
                 .await
+        }
+        Command::Prune {
+            older_than,
+            status,
+            db,
+        } => {
+            let statuses: Vec<ActionStatus> = if status.is_empty() {
+                crate::queue::FINISHED.to_vec()
+            } else {
+                status.into_iter().map(ActionStatus::from).collect()
+            };
+            let pruned = db
+                .with(async |db| {
+                    crate::retention::prune_all(db.pool(), older_than, &statuses, false).await
+                })
+                .await?;
+            let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "pruned": pruned,
+                    "older_than": cairn_contract::format_duration(older_than),
+                    "statuses": names,
+                })
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { db } => {
             let db = db.connect().await?;

@@ -236,6 +236,43 @@ impl EmbeddedPostgres {
         &self.layout.data
     }
 
+    /// Stops the server the way a crash would — `pg_ctl stop -m immediate`:
+    /// every backend is killed, nothing is checkpointed, and the next start
+    /// replays the WAL — keeping this lease. For testing and measuring
+    /// recovery (the queue's restart test, docs/benchmarks.md); start it
+    /// again with [`restart`](Self::restart).
+    ///
+    /// # Errors
+    ///
+    /// `pg_ctl` fails (with its output).
+    pub fn crash(&self) -> Result<()> {
+        let lock = lock_file(&self.layout.lock)?;
+        let mut pg_ctl = self.server_command(&self.bins.pg_ctl);
+        pg_ctl.arg("stop").arg("-D").arg(&self.layout.data).args([
+            "-m",
+            "immediate",
+            "-w",
+            "-t",
+            PG_CTL_TIMEOUT_SECS,
+        ]);
+        let stopped = run(pg_ctl, "embedded postgres crash failed");
+        drop(lock);
+        stopped
+    }
+
+    /// Starts the server again if it is not running (after
+    /// [`crash`](Self::crash)), and returns once it accepts connections.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub fn restart(&self) -> Result<()> {
+        let lock = lock_file(&self.layout.lock)?;
+        let started = self.start_if_stopped();
+        drop(lock);
+        started
+    }
+
     /// Whether the server is running now (asks `pg_ctl status`).
     pub fn is_running(&self) -> bool {
         self.status().map(|s| s == Status::Running).unwrap_or(false)

@@ -22,6 +22,7 @@
 //! an error, never silently ignored.
 
 pub mod embedded;
+pub mod session;
 
 use std::path::PathBuf;
 use std::time::Duration;

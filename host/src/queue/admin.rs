@@ -342,7 +342,7 @@ pub async fn retry(pool: &PgPool, ids: &[i64]) -> Result<Report> {
             SET status = 'queued',
                 -- Rows that finished before migration 0005 have no kind,
                 -- and the claim reads queued rows by kind.
-                kind = a.kind,
+                kind = coalesce(a.kind, cairn._kind(a.module, a.name)),
                 run_at = now(),
                 max_attempts = a.attempts + 1,
                 finished_at = NULL,

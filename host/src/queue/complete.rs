@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sqlx::PgPool;
+use sqlx::PgExecutor;
 
 use super::millis;
 
@@ -101,11 +101,18 @@ impl Completion {
 /// rescued still counts as held.) If an id appears twice, its first
 /// completion is used.
 ///
+/// `db` is a pool or a connection (the worker writes on a connection of its
+/// own, see `worker.rs`).
+///
 /// # Errors
 ///
 /// When the statement fails (`queue complete failed: ...`); then nothing was
 /// written.
-pub async fn complete(pool: &PgPool, owner: &str, completions: &[Completion]) -> Result<Vec<i64>> {
+pub async fn complete<'c>(
+    db: impl PgExecutor<'c>,
+    owner: &str,
+    completions: &[Completion],
+) -> Result<Vec<i64>> {
     let mut seen = HashSet::new();
     let n = completions.len();
     let (mut ids, mut kinds, mut payloads, mut backoffs) = (
@@ -148,7 +155,7 @@ pub async fn complete(pool: &PgPool, owner: &str, completions: &[Completion]) ->
     .bind(&kinds)
     .bind(&payloads)
     .bind(&backoffs)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
     .context("queue complete failed")?;
     written.sort_unstable();

@@ -28,6 +28,8 @@
 //! * [`renew`] extends the leases of rows still running here and reports
 //!   which ones are not (rescued, cancelled) so the worker can stop them.
 //! * [`requeue_expired`] lets any host rescue the rows of a dead host.
+//! * [`prune`] deletes finished rows past their retention, a small batch
+//!   per statement (the policy: [`crate::retention`]).
 //! * [`heartbeat`], [`remove_host`] and [`fail_unknown`] implement the
 //!   unknown-action rule: a row nobody serves stays queued (another host may
 //!   serve it) until no live host has served it for a while.
@@ -50,7 +52,7 @@
 //! * **Lock contention** between statements that wait for row locks
 //!   ([`complete`], [`renew`]) is deadlock-free: both lock in id order. The
 //!   statements run by every host in the background ([`claim`],
-//!   [`requeue_expired`], [`fail_unknown`]) skip locked rows instead of
+//!   [`requeue_expired`], [`fail_unknown`], [`prune`]) skip locked rows instead of
 //!   waiting, and pick them up on their next run.
 //! * **Errors** name the operation (`queue claim failed: ...`).
 
@@ -62,6 +64,7 @@ mod complete;
 mod hosts;
 mod lease;
 pub mod notify;
+mod prune;
 
 use std::fmt;
 use std::str::FromStr;
@@ -79,6 +82,7 @@ pub use hosts::{
     fail_unknown, heartbeat, heartbeat_with_plugins, remove_host, LoadedPlugin, RejectedVersion,
 };
 pub use lease::{renew, requeue_expired, Rescued};
+pub use prune::{prune, FINISHED, PRUNE_BATCH};
 
 /// The queue's timing defaults, in one place. The worker may override them
 /// (e.g. from its own configuration); each carries why it has its value.

@@ -32,6 +32,21 @@ pub fn nap_always(ms: u64) -> u32 {
     context::attempt()
 }
 
+/// Say `ran action <id>` on stdout (which the host logs), then sleep `ms`
+/// milliseconds; returns this attempt's deadline in milliseconds since the
+/// Unix epoch, which tells two runs of one row apart (the later claim has
+/// the later deadline). Tests count from the hosts' logs how many times
+/// each row really ran — across hosts, and across database restarts that
+/// the database's own records do not survive.
+#[cairn_sdk::action]
+pub fn nap_and_say(ms: u64) -> u64 {
+    println!("ran action {}", context::action_id());
+    std::thread::sleep(Duration::from_millis(ms));
+    context::deadline()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use cairn_sdk::context::{self, NativeContext};

@@ -1,5 +1,6 @@
 //! The one integration-test binary of cairn-payload; one module per area.
 
+mod check;
 mod generated;
 #[cfg(feature = "json")]
 mod json;

@@ -189,7 +189,7 @@ fn rich() -> impl Strategy<Value = Rich> {
 }
 
 /// Any payload value, of every kind, nested a few levels.
-fn any_value() -> impl Strategy<Value = WorkflowArgumentValue> {
+pub fn any_value() -> impl Strategy<Value = WorkflowArgumentValue> {
     let leaf = prop_oneof![
         Just(WorkflowArgumentValue::null()),
         Just(WorkflowArgumentValue::default()),
