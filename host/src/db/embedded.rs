@@ -247,15 +247,7 @@ impl EmbeddedPostgres {
     /// `pg_ctl` fails (with its output).
     pub fn crash(&self) -> Result<()> {
         let lock = lock_file(&self.layout.lock)?;
-        let mut pg_ctl = self.server_command(&self.bins.pg_ctl);
-        pg_ctl.arg("stop").arg("-D").arg(&self.layout.data).args([
-            "-m",
-            "immediate",
-            "-w",
-            "-t",
-            PG_CTL_TIMEOUT_SECS,
-        ]);
-        let stopped = run(pg_ctl, "embedded postgres crash failed");
+        let stopped = self.pg_ctl_stop("immediate", "embedded postgres crash failed");
         drop(lock);
         stopped
     }
@@ -450,15 +442,21 @@ impl EmbeddedPostgres {
     }
 
     fn stop(&self) -> Result<()> {
+        self.pg_ctl_stop("fast", "embedded postgres stop failed")
+    }
+
+    /// `pg_ctl stop -m <mode>`, waiting until the server is gone; `phase`
+    /// starts the error.
+    fn pg_ctl_stop(&self, mode: &str, phase: &str) -> Result<()> {
         let mut pg_ctl = self.server_command(&self.bins.pg_ctl);
         pg_ctl.arg("stop").arg("-D").arg(&self.layout.data).args([
             "-m",
-            "fast",
+            mode,
             "-w",
             "-t",
             PG_CTL_TIMEOUT_SECS,
         ]);
-        run(pg_ctl, "embedded postgres stop failed")
+        run(pg_ctl, phase)
     }
 
     /// A command for a server binary, as the server's user, from a directory
