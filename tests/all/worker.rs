@@ -18,7 +18,7 @@ use cairn::queue::{ActionResult, ActionStatus, Client, EnqueueRequest};
 use cairn::worker::WorkerConfig;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use crate::pg::fresh_db;
 use crate::support::{
@@ -27,7 +27,7 @@ use crate::support::{
 };
 
 /// A row as the database holds it, with the database's clock at reading.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 struct Snap {
     status: ActionStatus,
     attempts: i32,
@@ -42,7 +42,7 @@ struct Snap {
 }
 
 async fn snap(pool: &PgPool, id: i64) -> Result<Snap> {
-    let r = sqlx::query(
+    sqlx::query_as(
         r#"
         SELECT status, attempts, run_at, started_at, finished_at,
                lease_owner, lease_expires_at, result, error, clock_timestamp() AS now
@@ -52,19 +52,7 @@ async fn snap(pool: &PgPool, id: i64) -> Result<Snap> {
     .bind(id)
     .fetch_optional(pool)
     .await?
-    .with_context(|| format!("no row {id}"))?;
-    Ok(Snap {
-        status: r.try_get::<String, _>("status")?.parse()?,
-        attempts: r.try_get("attempts")?,
-        run_at: r.try_get("run_at")?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-        lease_owner: r.try_get("lease_owner")?,
-        lease_expires_at: r.try_get("lease_expires_at")?,
-        result: r.try_get("result")?,
-        error: r.try_get("error")?,
-        now: r.try_get("now")?,
-    })
+    .with_context(|| format!("no row {id}"))
 }
 
 /// Fails unless `row` succeeded, showing its error if it has one.
