@@ -68,8 +68,15 @@ BEGIN
     SELECT array_agg(k.id), array_agg(s.max_attempts) INTO due_kinds, defaults
     FROM unnest(claim.modules, claim.names, claim.max_attempts) AS s(module, name, max_attempts)
     JOIN cairn.kinds k ON k.module = s.module AND k.name = s.name
-    WHERE EXISTS (SELECT 1 FROM cairn.actions a
-                  WHERE a.kind = k.id AND a.status = 'queued' AND a.run_at <= now());
+    -- One index probe per served kind: a LATERAL ... LIMIT 1, not EXISTS.
+    -- With statistics taken while the queue was empty, the planner turned
+    -- EXISTS into a hashed semi-join that read every queued row of the
+    -- served kinds (86,000 per claim, measured with auto_explain: PostgreSQL
+    -- CPU per action went from 31 to 120-220 µs). A LIMIT inside LATERAL
+    -- cannot be flattened into such a join.
+    CROSS JOIN LATERAL (SELECT 1 FROM cairn.actions a
+                        WHERE a.kind = k.id AND a.status = 'queued' AND a.run_at <= now()
+                        LIMIT 1) AS due;
     IF due_kinds IS NULL THEN
         RETURN;
     END IF;
