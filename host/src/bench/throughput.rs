@@ -14,6 +14,9 @@
 //!    the time from calling enqueue to receiving the row's completion
 //!    notification (sent on commit). Reported as p50/p99/max.
 //!
+//! Before each measured phase the bench vacuums `cairn.actions`, as pgbench
+//! does (see [`vacuum`](super::vacuum)).
+//!
 //! With `--floor`, the pure-SQL floor of the same storage model runs first
 //! ([`floor`](super::floor)), and the report gives the host's share of it.
 //!
@@ -156,6 +159,7 @@ impl fmt::Display for Report {
 pub async fn run(db: &Database, options: &Options) -> Result<Report> {
     // The floor first, on a quiet server: no host is running yet.
     let floor = if options.floor_clients > 0 {
+        super::vacuum(db.pool()).await?;
         let url = match (&options.database_url, db.embedded()) {
             (Some(url), _) => url.clone(),
             (None, Some(server)) => server.url(crate::db::EMBEDDED_DATABASE),
@@ -209,7 +213,9 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Phase 1: throughput. Listen first, so no completion is missed.
+    // Phase 1: throughput, on a vacuumed table. Listen first, so no
+    // completion is missed.
+    super::vacuum(pool).await?;
     let mut results = notify::listen(pool, RESULTS_CHANNEL).await?;
     let watch = cpu::Watch::new(pool, child.pid()).await?;
     let before = watch.sample(pool).await?;
