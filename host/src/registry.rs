@@ -63,7 +63,8 @@ impl ActionHandler {
     }
 }
 
-/// Registering would give one `module:name` two implementations.
+/// Registering would give one `module:name` two implementations. Returned
+/// boxed: it is large (two file names, two digests) and rare.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
     /// The contested key.
@@ -242,7 +243,7 @@ impl Registry {
         module: &str,
         name: &str,
         handler: Arc<ActionHandler>,
-    ) -> Result<(), Conflict> {
+    ) -> Result<(), Box<Conflict>> {
         let key = ActionKey::new(module, name);
         self.update(|map| {
             check(map, &key, &handler)?;
@@ -255,7 +256,7 @@ impl Registry {
     ///
     /// # Errors
     /// The first [`Conflict`].
-    pub fn register_plugin(&self, plugin: Arc<Plugin>) -> Result<(), Conflict> {
+    pub fn register_plugin(&self, plugin: Arc<Plugin>) -> Result<(), Box<Conflict>> {
         let handlers = handlers_of(&plugin);
         self.update(|map| {
             for handler in &handlers {
@@ -278,7 +279,7 @@ impl Registry {
     /// A [`Conflict`] when a new key is owned by another file with another
     /// digest; then nothing changes and the file's previous version (if any)
     /// keeps serving.
-    pub fn replace_file(&self, file: &Path, plugin: Arc<Plugin>) -> Result<Change, Conflict> {
+    pub fn replace_file(&self, file: &Path, plugin: Arc<Plugin>) -> Result<Change, Box<Conflict>> {
         debug_assert!(
             plugin.file == file,
             "a plugin is registered under the file it was loaded from"
@@ -305,7 +306,7 @@ impl Registry {
                 map.insert(handler.key.clone(), handler);
             }
             change.shared = shared;
-            Ok(change)
+            Ok::<_, Box<Conflict>>(change)
         })?;
         self.publish(&change);
         Ok(change)
@@ -407,15 +408,17 @@ fn check(
     map: &BTreeMap<ActionKey, Arc<ActionHandler>>,
     key: &ActionKey,
     handler: &ActionHandler,
-) -> Result<(), Conflict> {
+) -> Result<(), Box<Conflict>> {
     match map.get(key) {
-        Some(existing) if existing.plugin.digest != handler.plugin.digest => Err(Conflict {
-            key: key.clone(),
-            existing_file: display_name(&existing.plugin.file),
-            existing_digest: existing.plugin.digest,
-            new_file: display_name(&handler.plugin.file),
-            new_digest: handler.plugin.digest,
-        }),
+        Some(existing) if existing.plugin.digest != handler.plugin.digest => {
+            Err(Box::new(Conflict {
+                key: key.clone(),
+                existing_file: display_name(&existing.plugin.file),
+                existing_digest: existing.plugin.digest,
+                new_file: display_name(&handler.plugin.file),
+                new_digest: handler.plugin.digest,
+            }))
+        }
         _ => Ok(()),
     }
 }

@@ -455,6 +455,40 @@ enum Stage {
     Call,
 }
 
+/// An error payload for a failure the host itself reports (lease expired,
+/// unknown action, ...), with module `cairn`.
+pub fn host_error_payload(type_name: &str, message: &str) -> Vec<u8> {
+    Failure::host(
+        FailureKind::Trap,
+        type_name,
+        message.to_owned(),
+        String::new(),
+        false,
+    )
+    .payload()
+}
+
+fn timeout_failure(what: &str, timeout: Duration) -> Failure {
+    Failure::host(
+        FailureKind::Timeout,
+        "TimeoutError",
+        format!(
+            "{what} exceeded its timeout of {}",
+            format_duration(timeout)
+        ),
+        String::new(),
+        true,
+    )
+}
+
+/// A trap's reason in one line (the wasm backtrace goes to `traceback`).
+fn trap_message(err: &wasmtime::Error) -> String {
+    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+        return trap.to_string();
+    }
+    one_line(&err.root_cause().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::{budget, ActionError, Failure};
@@ -542,38 +576,4 @@ mod tests {
         assert_eq!(budget(Some(s(5)), None, Some(s(60)), s(30)), s(5));
         assert_eq!(budget(None, None, Some(s(60)), s(30)), s(30));
     }
-}
-
-/// An error payload for a failure the host itself reports (lease expired,
-/// unknown action, ...), with module `cairn`.
-pub fn host_error_payload(type_name: &str, message: &str) -> Vec<u8> {
-    Failure::host(
-        FailureKind::Trap,
-        type_name,
-        message.to_owned(),
-        String::new(),
-        false,
-    )
-    .payload()
-}
-
-fn timeout_failure(what: &str, timeout: Duration) -> Failure {
-    Failure::host(
-        FailureKind::Timeout,
-        "TimeoutError",
-        format!(
-            "{what} exceeded its timeout of {}",
-            format_duration(timeout)
-        ),
-        String::new(),
-        true,
-    )
-}
-
-/// A trap's reason in one line (the wasm backtrace goes to `traceback`).
-fn trap_message(err: &wasmtime::Error) -> String {
-    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
-        return trap.to_string();
-    }
-    one_line(&err.root_cause().to_string())
 }

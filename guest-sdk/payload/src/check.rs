@@ -127,7 +127,7 @@ impl Msg {
             (Msg::Value, 6) => Message(Msg::Dict),
             (Msg::Primitive, 1) => String,
             (Msg::Primitive, 2) => Double,
-            (Msg::Primitive, 3 | 4 | 5) => Varint, // sint64, bool, enum
+            (Msg::Primitive, 3..=5) => Varint, // sint64, bool, enum
             (Msg::BaseModel, 1 | 2) => String,
             (Msg::BaseModel, 3) => Message(Msg::Dict),
             (Msg::ErrorValue, 1..=4 | 6) => String,
