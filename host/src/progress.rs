@@ -1,7 +1,7 @@
 //! Progress bars for long commands (`cairn bench`, `cairn bench-reload`,
-//! `cairn retry --failed`), drawn on stderr **only when stderr is a
-//! terminal**: piped or logged output gets nothing extra, so scripts and CI
-//! logs see exactly what they saw before.
+//! `cairn prune`, `cairn retry --failed`), drawn on stderr **only when
+//! stderr is a terminal**: piped or logged output gets nothing extra, so
+//! scripts and CI logs see exactly what they saw before.
 
 use std::io::IsTerminal;
 use std::time::Duration;

@@ -126,7 +126,8 @@ impl Default for RetentionConfig {
 /// than `older_than` ago, batch after batch, and returns how many. With
 /// `paced` (the background pruner), pauses [`PACE_FACTOR`] times each
 /// batch's duration after it and commits each batch asynchronously (see the
-/// module docs).
+/// module docs). `on_batch` hears how many rows each batch deleted (`cairn
+/// prune`'s progress bar).
 ///
 /// # Errors
 ///
@@ -136,6 +137,7 @@ pub async fn prune_all(
     older_than: Duration,
     statuses: &[ActionStatus],
     paced: bool,
+    mut on_batch: impl FnMut(u64),
 ) -> anyhow::Result<u64> {
     let mut total = 0;
     loop {
@@ -153,6 +155,7 @@ pub async fn prune_all(
             queue::prune(pool, older_than, statuses, PRUNE_BATCH).await?
         };
         total += deleted;
+        on_batch(deleted);
         if deleted < u64::from(PRUNE_BATCH) {
             return Ok(total);
         }
@@ -176,7 +179,7 @@ pub fn spawn_pruner(pool: PgPool, config: RetentionConfig) -> Option<tokio::task
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            match prune_all(&pool, keep, &queue::FINISHED, true).await {
+            match prune_all(&pool, keep, &queue::FINISHED, true, |_| {}).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
                     pruned = n,

@@ -94,7 +94,7 @@ async fn prune_deletes_old_finished_rows_and_never_a_live_or_recent_one() -> Res
     .execute(&db.pool)
     .await?;
 
-    let pruned = retention::prune_all(&db.pool, 7 * DAY, &queue::FINISHED, false).await?;
+    let pruned = retention::prune_all(&db.pool, 7 * DAY, &queue::FINISHED, false, |_| {}).await?;
     ensure!(
         pruned == old.len() as u64 + u64::from(queue::PRUNE_BATCH) * 2 + 17,
         "pruned {pruned}"
@@ -105,7 +105,7 @@ async fn prune_deletes_old_finished_rows_and_never_a_live_or_recent_one() -> Res
         ids(&db.pool).await?
     );
     // Nothing left to do.
-    ensure!(retention::prune_all(&db.pool, 7 * DAY, &queue::FINISHED, false).await? == 0);
+    ensure!(retention::prune_all(&db.pool, 7 * DAY, &queue::FINISHED, false, |_| {}).await? == 0);
     Ok(())
 }
 
@@ -113,7 +113,8 @@ async fn prune_deletes_old_finished_rows_and_never_a_live_or_recent_one() -> Res
 async fn prune_by_status_deletes_only_that_status() -> Result<()> {
     let db = fresh_db().await?;
     let (old, keep) = population(&db.pool).await?;
-    let pruned = retention::prune_all(&db.pool, 7 * DAY, &[ActionStatus::Failed], false).await?;
+    let pruned =
+        retention::prune_all(&db.pool, 7 * DAY, &[ActionStatus::Failed], false, |_| {}).await?;
     ensure!(pruned == 3, "pruned {pruned}");
     let expected: BTreeSet<i64> = old
         .iter()
@@ -147,7 +148,7 @@ async fn several_pruners_at_once_share_the_backlog_without_conflict() -> Result<
         .map(|_| {
             let pool = db.pool.clone();
             tokio::spawn(async move {
-                retention::prune_all(&pool, 7 * DAY, &queue::FINISHED, false).await
+                retention::prune_all(&pool, 7 * DAY, &queue::FINISHED, false, |_| {}).await
             })
         })
         .collect();
@@ -283,6 +284,42 @@ async fn cairn_prune_reports_what_it_removed_and_refuses_bad_input() -> Result<(
         out.status.code() == Some(2),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn prune_draws_a_progress_bar_only_on_a_terminal() -> Result<()> {
+    let db = fresh_db().await?;
+    let (old, _) = population(&db.pool).await?;
+    // Piped: the JSON line and nothing else.
+    let out = cairn()
+        .args(["prune", "--older-than", "168h", "--status", "failed"])
+        .args(["--database-url", &db.url])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{err}");
+    ensure!(
+        !err.contains("prune [") && !err.contains('\u{1b}'),
+        "{err:?}"
+    );
+    // On a terminal (script(1) gives the command a pty): a bar, then the
+    // same JSON line.
+    let line = format!(
+        "{} prune --older-than 168h --database-url '{}'",
+        cairn().get_program().to_string_lossy(),
+        db.url
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("CAIRN_DATABASE_URL")
+        .output()?;
+    let screen = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "{screen}");
+    ensure!(screen.contains("prune ["), "a progress bar: {screen:?}");
+    ensure!(
+        screen.contains(&format!("\"pruned\":{}", old.len() - 3)),
+        "{screen:?}"
     );
     Ok(())
 }

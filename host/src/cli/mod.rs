@@ -517,7 +517,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             let pruned = db
                 .with(async |db| {
-                    crate::retention::prune_all(db.pool(), older_than, &statuses, false).await
+                    // Counting costs a query: only for a bar someone sees.
+                    let bar = crate::progress::bar(0, "prune", "rows");
+                    if !bar.is_hidden() {
+                        let total =
+                            crate::queue::prunable(db.pool(), older_than, &statuses).await?;
+                        bar.set_length(total);
+                    }
+                    let pruned =
+                        crate::retention::prune_all(db.pool(), older_than, &statuses, false, |n| {
+                            bar.inc(n)
+                        })
+                        .await;
+                    bar.finish_and_clear();
+                    pruned
                 })
                 .await?;
             let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();

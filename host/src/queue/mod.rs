@@ -82,7 +82,7 @@ pub use hosts::{
     fail_unknown, heartbeat, heartbeat_with_plugins, remove_host, LoadedPlugin, RejectedVersion,
 };
 pub use lease::{renew, requeue_expired, Rescued};
-pub use prune::{prune, FINISHED, PRUNE_BATCH};
+pub use prune::{prunable, prune, FINISHED, PRUNE_BATCH};
 
 /// The queue's timing defaults, in one place. The worker may override them
 /// (e.g. from its own configuration); each carries why it has its value.

@@ -79,3 +79,32 @@ pub async fn prune<'c>(
     .rows_affected();
     Ok(deleted)
 }
+
+/// How many rows [`prune`] would delete now, over all batches: the finished
+/// rows in `statuses` that finished more than `older_than` ago. One count
+/// over the same partial index, for a progress bar's length.
+///
+/// # Errors
+///
+/// The statement fails (`queue prune failed: ...`).
+pub async fn prunable<'c>(
+    db: impl PgExecutor<'c>,
+    older_than: Duration,
+    statuses: &[ActionStatus],
+) -> Result<u64> {
+    let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    let count: i64 = sqlx::query_scalar(
+        r#"
+        SELECT count(*) FROM cairn.actions
+        WHERE status IN ('succeeded', 'failed', 'cancelled')
+          AND status = ANY ($1)
+          AND finished_at < now() - $2 * interval '1 millisecond'
+        "#,
+    )
+    .bind(&statuses)
+    .bind(millis(older_than))
+    .fetch_one(db)
+    .await
+    .context("queue prune failed")?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
