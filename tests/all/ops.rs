@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 use crate::pg::{fresh_db, StateDir, TestDb};
 use crate::support::{
     assert_clean_failure, assert_usage_error, cairn, enqueue, enqueue_later, fast_worker, finished,
-    http_get, http_request, plugin_dir, row_state, serve_options, until, InProcess, Serve, SOON,
+    http_get, http_request, on_a_terminal, plugin_dir, row_state, serve_options, until, InProcess,
+    Serve, SOON,
 };
 
 /// The CSRF token in a page's forms.
@@ -790,16 +791,7 @@ async fn retry_failed_draws_a_progress_bar_only_on_a_terminal() -> Result<()> {
     until("the rows to fail again", SOON, || failed_again(2)).await?;
 
     // On a terminal (script(1) gives the command a pty): a bar.
-    let bin = cairn().get_program().to_owned();
-    let line = format!(
-        "{} retry --failed --database-url '{}'",
-        bin.to_string_lossy(),
-        db.url
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env_remove("CAIRN_DATABASE_URL")
-        .output()?;
+    let out = on_a_terminal(&["retry", "--failed", "--database-url", &db.url])?;
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{screen}");
     assert!(screen.contains("retry ["), "a progress bar: {screen:?}");

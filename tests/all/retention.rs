@@ -14,7 +14,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::pg::fresh_db;
-use crate::support::{cairn, fast_worker, serve_options, until, InProcess, SOON};
+use crate::support::{cairn, fast_worker, on_a_terminal, serve_options, until, InProcess, SOON};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -305,15 +305,7 @@ async fn prune_draws_a_progress_bar_only_on_a_terminal() -> Result<()> {
     );
     // On a terminal (script(1) gives the command a pty): a bar, then the
     // same JSON line.
-    let line = format!(
-        "{} prune --older-than 168h --database-url '{}'",
-        cairn().get_program().to_string_lossy(),
-        db.url
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env_remove("CAIRN_DATABASE_URL")
-        .output()?;
+    let out = on_a_terminal(&["prune", "--older-than", "168h", "--database-url", &db.url])?;
     let screen = String::from_utf8_lossy(&out.stdout);
     ensure!(out.status.success(), "{screen}");
     ensure!(screen.contains("prune ["), "a progress bar: {screen:?}");

@@ -250,6 +250,20 @@ pub fn cairn_with_config(toml: &str, env: &[(&str, &str)], args: &[&str]) -> Res
         .output()?)
 }
 
+/// `cairn ARGS` run on a terminal: script(1) gives it a pty, so what it
+/// draws only for a person (progress bars) shows; its stdout is the screen.
+/// Arguments are single-quoted for the shell script(1) runs.
+pub fn on_a_terminal(args: &[&str]) -> Result<Output> {
+    let mut line = cairn().get_program().to_string_lossy().into_owned();
+    for arg in args {
+        line.push_str(&format!(" '{arg}'"));
+    }
+    Ok(Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("CAIRN_DATABASE_URL")
+        .output()?)
+}
+
 /// Enqueues `key` with JSON `args`; returns its id.
 pub async fn enqueue(client: &Client, key: &str, args: Value) -> Result<i64> {
     client.enqueue(&request(key, args)?).await
