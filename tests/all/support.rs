@@ -735,26 +735,15 @@ pub fn assert_usage_error(out: &Output, needle: &str) {
 pub fn with_custom_section(wasm: &[u8], payload: &str) -> Vec<u8> {
     let name = b"cairn-test";
     let mut content = Vec::new();
-    leb128(&mut content, name.len() as u64);
+    // Unsigned LEB128, which is exactly protobuf's varint.
+    prost::encoding::encode_varint(name.len() as u64, &mut content);
     content.extend_from_slice(name);
     content.extend_from_slice(payload.as_bytes());
     let mut out = wasm.to_vec();
     out.push(0); // custom section id
-    leb128(&mut out, content.len() as u64);
+    prost::encoding::encode_varint(content.len() as u64, &mut out);
     out.extend_from_slice(&content);
     out
-}
-
-fn leb128(out: &mut Vec<u8>, mut value: u64) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 /// How often [`until`] probes: often enough that tests react within a few

@@ -51,16 +51,8 @@ fn agree(bytes: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
+fn varint(v: u64, out: &mut Vec<u8>) {
+    prost::encoding::encode_varint(v, out);
 }
 
 /// A value nested `depth` lists deep, as a result payload.
