@@ -267,7 +267,6 @@ impl Worker {
             shared.clone(),
             done_rx,
             written.clone(),
-            shared.metrics.clone(),
         ));
         let maintenance_task = tokio::spawn(maintain(
             pool.clone(),
@@ -746,10 +745,9 @@ async fn write_completions(
     shared: Arc<Shared>,
     mut done: mpsc::UnboundedReceiver<Outcome>,
     written_count: Arc<AtomicU64>,
-    metrics: Arc<Metrics>,
 ) {
+    let metrics = &shared.metrics;
     let mut batch: Vec<Outcome> = Vec::with_capacity(MAX_COMPLETION_BATCH);
-    let mut completions: Vec<Completion> = Vec::with_capacity(MAX_COMPLETION_BATCH);
     let mut retry = Retry::new("completing rows");
     while let Some(first) = done.recv().await {
         batch.push(first);
@@ -765,24 +763,21 @@ async fn write_completions(
             if batch.is_empty() {
                 break;
             }
-            completions.clear();
-            completions.extend(batch.iter().map(|o| o.completion.clone()));
+            let completions = || batch.iter().map(|o| &o.completion);
             let written = match session.conn().await {
-                Ok(conn) => queue::complete(&mut *conn, &owner, &completions).await,
+                Ok(conn) => queue::complete(&mut *conn, &owner, completions()).await,
                 Err(err) => Err(err),
             };
             match written {
                 Ok(written) => {
-                    metrics.completion_batch(completions.len());
+                    metrics.completion_batch(batch.len());
                     retry.succeeded();
                     forget_claims(&shared, &batch);
-                    let finished = completions
-                        .iter()
+                    let finished = completions()
                         .filter(|c| written.contains(&c.id) && c.outcome.is_final())
                         .count();
                     written_count.fetch_add(finished as u64, Ordering::Relaxed);
-                    let lost: Vec<_> = completions
-                        .iter()
+                    let lost: Vec<_> = completions()
                         .map(|c| c.id)
                         .filter(|id| !written.contains(id))
                         .collect();

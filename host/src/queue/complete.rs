@@ -108,20 +108,20 @@ impl Completion {
 ///
 /// When the statement fails (`queue complete failed: ...`); then nothing was
 /// written.
-pub async fn complete<'c>(
+pub async fn complete<'c, 'a>(
     db: impl PgExecutor<'c>,
     owner: &str,
-    completions: &[Completion],
+    completions: impl IntoIterator<Item = &'a Completion>,
 ) -> Result<Vec<i64>> {
     let mut seen = HashSet::new();
-    let n = completions.len();
+    let mut sorted: Vec<&Completion> = completions.into_iter().collect();
+    let n = sorted.len();
     let (mut ids, mut kinds, mut payloads, mut backoffs) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let mut sorted: Vec<&Completion> = completions.iter().collect();
     sorted.sort_by_key(|c| c.id); // stable: the first of a duplicated id stays first
     for c in sorted {
         if !seen.insert(c.id) {
