@@ -50,7 +50,7 @@ use crate::stdio::{GuestOutput, Stream};
 use crate::store::PluginDeps;
 use crate::store::{CallContext, HostState};
 use cairn_contract::format_duration;
-use cairn_payload::{WorkflowDictArgument, WorkflowErrorValue};
+use cairn_payload::{from_value, WorkflowDictArgument, WorkflowErrorValue};
 use prost::Message;
 use std::fmt;
 use std::future::Future;
@@ -144,22 +144,28 @@ impl Failure {
         let mut type_hierarchy = vec![error.type_name.clone()];
         if let Some(dict) = values.as_mut() {
             dict.entries.retain(|entry| {
-                let value = entry.value.as_ref();
+                // A value of the wrong shape stays in `values`, as the
+                // guest sent it.
+                let Some(value) = entry.value.as_ref() else {
+                    return true;
+                };
                 match entry.key.as_str() {
-                    cairn_contract::ERROR_TRACEBACK_KEY => match value.and_then(string_of) {
-                        Some(text) => {
-                            traceback = text.to_owned();
+                    cairn_contract::ERROR_TRACEBACK_KEY => match from_value::<String>(value) {
+                        Ok(text) => {
+                            traceback = text;
                             false
                         }
-                        None => true,
+                        Err(_) => true,
                     },
-                    cairn_contract::ERROR_TYPE_HIERARCHY_KEY => match value.and_then(strings_of) {
-                        Some(names) if !names.is_empty() => {
-                            type_hierarchy = names;
-                            false
+                    cairn_contract::ERROR_TYPE_HIERARCHY_KEY => {
+                        match from_value::<Vec<String>>(value) {
+                            Ok(names) if !names.is_empty() => {
+                                type_hierarchy = names;
+                                false
+                            }
+                            _ => true,
                         }
-                        _ => true,
-                    },
+                    }
                     _ => true,
                 }
             });
@@ -193,33 +199,6 @@ impl fmt::Display for Failure {
         let message = self.error.message.replace('\n', " ");
         write!(f, "{}: {}", self.error.r#type, message)
     }
-}
-
-/// The string a value holds, if it is a string primitive.
-fn string_of(value: &cairn_payload::WorkflowArgumentValue) -> Option<&str> {
-    use cairn_payload::messages::primitive_workflow_argument::Kind as P;
-    use cairn_payload::messages::workflow_argument_value::Kind as K;
-    match &value.kind {
-        Some(K::Primitive(p)) => match &p.kind {
-            Some(P::StringValue(s)) => Some(s),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// The strings a list or tuple of strings holds.
-fn strings_of(value: &cairn_payload::WorkflowArgumentValue) -> Option<Vec<String>> {
-    use cairn_payload::messages::workflow_argument_value::Kind as K;
-    let items = match &value.kind {
-        Some(K::ListValue(list)) => &list.items,
-        Some(K::TupleValue(tuple)) => &tuple.items,
-        _ => return None,
-    };
-    items
-        .iter()
-        .map(|item| string_of(item).map(str::to_owned))
-        .collect()
 }
 
 /// One attempt of one action.
@@ -492,20 +471,12 @@ fn trap_message(err: &wasmtime::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::{budget, ActionError, Failure};
-    use cairn_payload::messages::{
-        primitive_workflow_argument::Kind as P, workflow_argument_value::Kind as K,
-        PrimitiveWorkflowArgument, WorkflowArgument, WorkflowArgumentValue, WorkflowDictArgument,
-        WorkflowListArgument,
-    };
+    use cairn_payload::messages::{WorkflowArgument, WorkflowArgumentValue, WorkflowDictArgument};
     use prost::Message;
     use std::time::Duration;
 
     fn text(s: &str) -> WorkflowArgumentValue {
-        WorkflowArgumentValue {
-            kind: Some(K::Primitive(PrimitiveWorkflowArgument {
-                kind: Some(P::StringValue(s.to_owned())),
-            })),
-        }
+        WorkflowArgumentValue::string(s)
     }
 
     fn entry(key: &str, value: WorkflowArgumentValue) -> WorkflowArgument {
@@ -527,11 +498,8 @@ mod tests {
 
     #[test]
     fn a_guests_traceback_and_type_hierarchy_leave_values_for_their_own_fields() {
-        let hierarchy = WorkflowArgumentValue {
-            kind: Some(K::ListValue(WorkflowListArgument {
-                items: vec![text("ZeroDivisionError"), text("ArithmeticError")],
-            })),
-        };
+        let hierarchy =
+            WorkflowArgumentValue::list([text("ZeroDivisionError"), text("ArithmeticError")]);
         let failure = Failure::from_guest(guest_error(vec![
             entry(
                 cairn_contract::ERROR_TRACEBACK_KEY,
@@ -552,11 +520,7 @@ mod tests {
 
     #[test]
     fn a_malformed_traceback_entry_stays_in_values() {
-        let not_text = WorkflowArgumentValue {
-            kind: Some(K::Primitive(PrimitiveWorkflowArgument {
-                kind: Some(P::IntValue(3)),
-            })),
-        };
+        let not_text = WorkflowArgumentValue::int(3);
         let failure = Failure::from_guest(guest_error(vec![entry(
             cairn_contract::ERROR_TRACEBACK_KEY,
             not_text,
