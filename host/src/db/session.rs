@@ -143,11 +143,6 @@ impl Retry {
         }
     }
 
-    /// Whether the last attempt failed (and no success followed yet).
-    pub fn failing(&self) -> bool {
-        self.failing_since.is_some()
-    }
-
     /// Record a failed attempt; returns how long to wait before the next.
     pub fn failed(&mut self, err: &anyhow::Error) -> Duration {
         let now = Instant::now();
