@@ -34,6 +34,20 @@ fn parse_status(text: &str) -> Result<ActionStatus, String> {
     })
 }
 
+/// `cairn prune --status`: a finished status (queued and running rows are
+/// never pruned).
+pub(super) fn parse_finished_status(text: &str) -> Result<ActionStatus, String> {
+    match text.parse::<ActionStatus>() {
+        Ok(status) if status.is_terminal() => Ok(status),
+        Ok(_) => Err(format!(
+            "`{text}` rows are never pruned (succeeded, failed or cancelled)"
+        )),
+        Err(_) => Err(format!(
+            "unknown status `{text}` (succeeded, failed or cancelled)"
+        )),
+    }
+}
+
 /// `cairn ls`.
 #[derive(Debug, Args)]
 pub(super) struct LsArgs {

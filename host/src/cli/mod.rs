@@ -148,9 +148,10 @@ enum Command {
         /// finished row.
         #[arg(long, value_parser = parse_duration)]
         older_than: Duration,
-        /// Only rows with this status (repeatable); default: all finished.
-        #[arg(long, value_enum)]
-        status: Vec<FinishedStatus>,
+        /// Only rows with this status (repeatable): succeeded, failed or
+        /// cancelled; default: all three.
+        #[arg(long, value_parser = admin::parse_finished_status)]
+        status: Vec<ActionStatus>,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -266,25 +267,6 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
-}
-
-/// A status `cairn prune` accepts: the finished ones (queued and running
-/// rows are never pruned).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum FinishedStatus {
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl From<FinishedStatus> for ActionStatus {
-    fn from(s: FinishedStatus) -> Self {
-        match s {
-            FinishedStatus::Succeeded => ActionStatus::Succeeded,
-            FinishedStatus::Failed => ActionStatus::Failed,
-            FinishedStatus::Cancelled => ActionStatus::Cancelled,
-        }
-    }
 }
 
 /// `--wait` and for how long, for the commands that can wait for a row to
@@ -510,10 +492,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             status,
             db,
         } => {
-            let statuses: Vec<ActionStatus> = if status.is_empty() {
+            let statuses = if status.is_empty() {
                 crate::queue::FINISHED.to_vec()
             } else {
-                status.into_iter().map(ActionStatus::from).collect()
+                status
             };
             let pruned = db
                 .with(async |db| {
