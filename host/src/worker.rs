@@ -275,7 +275,9 @@ impl Worker {
             changes,
             reloads,
         ));
-        tracing::info!(host = %owner, concurrency, actions = shared.registry.snapshot().len(), "worker started");
+        // The runtime's size (`cairn serve --threads`), as it is, not as asked.
+        let threads = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!(host = %owner, concurrency, threads, actions = shared.registry.snapshot().len(), "worker started");
         shared.metrics.worker_started(concurrency);
 
         let permits = Arc::new(Semaphore::new(concurrency));

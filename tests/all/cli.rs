@@ -3,7 +3,7 @@
 
 use crate::pg::fresh_db;
 use crate::support::{
-    assert_clean_failure, assert_usage_error, cairn, plugin_dir, wasm, Serve, SOON,
+    assert_clean_failure, assert_usage_error, cairn, enqueue, plugin_dir, until, wasm, Serve, SOON,
 };
 use anyhow::{anyhow, ensure, Context, Result};
 use cairn::bench::reload::{result_version, with_version};
@@ -332,5 +332,42 @@ async fn plugins_invoke_and_serve_agree_on_who_owns_a_contested_action() -> Resu
     let version =
         result_version(row.result.as_deref().unwrap_or_default()).map_err(|e| anyhow!("{e}"))?;
     ensure!(version == 1, "serve ran version {version}, not a.wasm's");
+    Ok(())
+}
+
+#[tokio::test]
+async fn serve_threads_sizes_the_runtime_that_runs_actions() -> Result<()> {
+    let dir = plugin_dir(&["greet"]);
+    let d = dir.path().to_str().context("path")?;
+    assert_usage_error(
+        &run(&["serve", "--plugins", d, "--threads", "0"])?,
+        "--threads",
+    );
+
+    let db = fresh_db().await?;
+    let client = Client::new(db.pool.clone());
+    for threads in [1, 3] {
+        let flag = threads.to_string();
+        let serve = Serve::start_in(&db, plugin_dir(&["greet"]), &["--threads", &flag]).await?;
+        // The worker logs the size of the runtime it runs on, read from the
+        // runtime itself.
+        let said = format!("threads={threads} ");
+        until("the worker to log its runtime's size", SOON, || {
+            let log = serve.stderr_text();
+            let line = log
+                .lines()
+                .find(|l| l.contains("worker started"))
+                .map(str::to_owned);
+            async move { Ok(line) }
+        })
+        .await
+        .and_then(|line| {
+            ensure!(line.contains(&said), "--threads {threads}: {line}");
+            Ok(())
+        })?;
+        let id = enqueue(&client, "greet:hello", json!({"name": "t"})).await?;
+        let row = client.wait(id, SOON).await?;
+        ensure!(row.status == ActionStatus::Succeeded, "{row:?}");
+    }
     Ok(())
 }

@@ -757,6 +757,46 @@ async fn bench_passes_http_to_its_serve_child() -> Result<()> {
 }
 
 #[tokio::test]
+async fn bench_shares_the_queue_between_several_serve_children() -> Result<()> {
+    let db = fresh_db().await?;
+    let dir = plugin_dir(&["noop"]);
+    let cwd = tempfile::tempdir()?;
+    let bench = |extra: &[&str]| {
+        cairn()
+            .current_dir(cwd.path())
+            .args(["bench", "--actions", "400", "--trickle", "3"])
+            .args(["--concurrency", "4", "--hosts", "2", "--plugins"])
+            .arg(dir.path())
+            .args(["--database-url", &db.url])
+            .args(extra)
+            .output()
+    };
+    let out = bench(&["--host-threads", "1"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = stdout(&out);
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("throughput:"))
+        .with_context(|| report.clone())?;
+    assert!(line.contains("2 host(s) (1 thread(s))"), "{line}");
+    // Rows are counted per registered child by the host that ran them.
+    let split: Vec<i64> = line
+        .rsplit_once("rows per host ")
+        .context("no split")?
+        .1
+        .split(" / ")
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(split.len(), 2, "{line}");
+    assert_eq!(split.iter().sum::<i64>(), 400, "{line}");
+
+    // Two children cannot listen on one fixed port.
+    let out = bench(&["--http", "127.0.0.1:9"])?;
+    assert_clean_failure(&out, "give port 0");
+    Ok(())
+}
+
+#[tokio::test]
 async fn retry_failed_draws_a_progress_bar_only_on_a_terminal() -> Result<()> {
     let db = fresh_db().await?;
     let _host = Serve::start_http(&db, &["math"], &[]).await?;

@@ -4,7 +4,7 @@
 //!
 //! Strategy: sample before and after a phase and subtract.
 //! * CPU times come from `/proc/<pid>/stat` (`utime + stime`, whole thread
-//!   group). PostgreSQL is the postmaster (found as the parent of this
+//!   group; summed over the `cairn serve` children). PostgreSQL is the postmaster (found as the parent of this
 //!   connection's backend) plus all its live children, plus `cutime +
 //!   cstime` of the postmaster, which holds the time of backends that have
 //!   exited (a connection closed mid-phase still counts).
@@ -38,24 +38,24 @@ pub struct Sample {
 }
 
 /// Which processes to watch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Watch {
-    /// The `cairn serve` child, if there is one.
-    pub host: Option<u32>,
+    /// The `cairn serve` children (none: no host CPU is reported).
+    pub hosts: Vec<u32>,
     /// The postmaster, if it runs on this machine.
     pub postmaster: Option<u32>,
 }
 
 impl Watch {
     /// Finds the postmaster as the parent of one of `pool`'s backends.
-    pub async fn new(pool: &PgPool, host: Option<u32>) -> Result<Self> {
+    pub async fn new(pool: &PgPool, hosts: Vec<u32>) -> Result<Self> {
         let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(pool)
             .await?;
         let postmaster = u32::try_from(backend)
             .ok()
             .and_then(|pid| stat(pid).map(|s| s.ppid));
-        Ok(Watch { host, postmaster })
+        Ok(Watch { hosts, postmaster })
     }
 
     /// Reads every counter now.
@@ -75,7 +75,10 @@ impl Watch {
         .ok()
         .flatten();
         Ok(Sample {
-            host: self.host.and_then(|pid| stat(pid).map(|s| s.cpu)),
+            // All or nothing: a host that has exited makes the sum wrong.
+            host: (!self.hosts.is_empty())
+                .then(|| self.hosts.iter().map(|&pid| stat(pid).map(|s| s.cpu)).sum())
+                .flatten(),
             postgres: self.postmaster.and_then(postgres_cpu),
             bench: self_cpu(),
             xids,

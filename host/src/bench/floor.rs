@@ -114,7 +114,7 @@ pub async fn run(pool: &PgPool, options: &FloorOptions) -> Result<FloorReport> {
         left -= n;
     }
 
-    let watch = Watch::new(pool, None).await?;
+    let watch = Watch::new(pool, Vec::new()).await?;
     let before = watch.sample(pool).await?;
     let children_before = cpu::children_cpu();
     let started = Instant::now();

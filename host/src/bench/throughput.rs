@@ -2,9 +2,10 @@
 //! runs it.
 //!
 //! Setup: this process connects to the database exactly as every command
-//! does (the embedded server by default), starts `cairn serve` as a child
-//! process on the same database and plugin directory, and waits until that
-//! host has registered. Then two phases:
+//! does (the embedded server by default), starts `--hosts` `cairn serve`
+//! child processes (one by default) on the same database and plugin
+//! directory, as an operator scales out, and waits until all of them have
+//! registered. Then two phases:
 //!
 //! 1. **Throughput.** Bulk-enqueue `actions` rows of a no-op action (5,000
 //!    per statement) and wait until all are finished. Actions per second is
@@ -30,9 +31,12 @@
 //! finish, once a second, in case a notification was lost. (It used to
 //! count all 50,000 rows every 50 ms: a good share of the server's CPU.)
 //!
-//! Failure modes: the child exiting early, a row failing, or a phase not
+//! The report also says how the throughput phase's rows split between the
+//! hosts (by each row's `last_host`).
+//!
+//! Failure modes: a child exiting early, a row failing, or a phase not
 //! finishing within its time limit is an error naming what happened. The
-//! child is always stopped (SIGTERM, then killed) when the bench ends.
+//! children are always stopped (SIGTERM, then killed) when the bench ends.
 
 use super::{cpu, floor, ServeChild};
 use crate::db::Database;
@@ -40,9 +44,11 @@ use crate::key::ActionKey;
 use crate::queue::notify::{self, RESULTS_CHANNEL};
 use crate::queue::{Client, EnqueueRequest};
 use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
 use std::collections::HashSet;
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -64,8 +70,12 @@ pub struct Options {
     pub actions: usize,
     /// Single actions in the latency phase.
     pub trickle: usize,
-    /// The child's `--concurrency`.
+    /// Each child's `--concurrency`.
     pub concurrency: usize,
+    /// How many `cairn serve` children share the queue.
+    pub hosts: NonZeroUsize,
+    /// Each child's `--threads` (`None`: its default).
+    pub host_threads: Option<NonZeroUsize>,
     /// Passed to the child as `--database-url` (otherwise it finds the same
     /// embedded server through the environment).
     pub database_url: Option<String>,
@@ -89,8 +99,13 @@ pub struct Report {
     pub actions_per_second: f64,
     /// Latency samples (enqueue → completion committed), sorted.
     pub latencies: Vec<Duration>,
-    /// Server concurrency.
+    /// Each server's concurrency.
     pub concurrency: usize,
+    /// Each server's `--threads` (`None`: its default).
+    pub host_threads: Option<NonZeroUsize>,
+    /// Rows of the throughput phase each host ran (its last attempt), one
+    /// entry per host, largest first.
+    pub rows_per_host: Vec<i64>,
     /// Where the CPU went during the throughput phase (enqueue included).
     pub budget: cpu::Budget,
     /// The floor, when measured.
@@ -113,10 +128,18 @@ impl fmt::Display for Report {
         if let Some(floor) = &self.floor {
             writeln!(f, "{floor}")?;
         }
+        let threads = self
+            .host_threads
+            .map_or("default threads".to_string(), |n| format!("{n} thread(s)"));
+        let split: Vec<String> = self.rows_per_host.iter().map(i64::to_string).collect();
         writeln!(
             f,
-            "throughput: {} no-op actions, concurrency {}",
-            self.actions, self.concurrency
+            "throughput: {} no-op actions, {} host(s) ({}), concurrency {} each, rows per host {}",
+            self.actions,
+            self.rows_per_host.len(),
+            threads,
+            self.concurrency,
+            split.join(" / ")
         )?;
         writeln!(
             f,
@@ -157,6 +180,12 @@ impl fmt::Display for Report {
 /// The child fails to start or exits early, an action fails, or a phase
 /// exceeds its time limit.
 pub async fn run(db: &Database, options: &Options) -> Result<Report> {
+    if let Some(addr) = options
+        .http
+        .filter(|a| a.port() != 0 && options.hosts.get() > 1)
+    {
+        bail!("bench: --http {addr} with --hosts > 1: give port 0, so each host picks its own");
+    }
     // The floor first, on a quiet server: no host is running yet.
     let floor = if options.floor_clients > 0 {
         super::vacuum(db.pool()).await?;
@@ -174,50 +203,87 @@ pub async fn run(db: &Database, options: &Options) -> Result<Report> {
     } else {
         None
     };
-    let http = options.http.map(|addr| ("CAIRN_HTTP", addr.to_string()));
-    let mut child = ServeChild::start(
-        &options.plugins,
-        options.concurrency,
-        options.database_url.as_deref(),
-        http,
-    )?;
-    let outcome = measure(db, options, &mut child)
-        .await
-        .map(|report| Report { floor, ..report });
-    child.stop().await;
+    // Hosts that registered before this moment (by the database's clock)
+    // are not this bench's children.
+    let since: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(db.pool())
+        .await?;
+    let mut children = Vec::with_capacity(options.hosts.get());
+    let mut started = Ok(());
+    for _ in 0..options.hosts.get() {
+        let mut env = Vec::new();
+        if let Some(addr) = options.http {
+            env.push(("CAIRN_HTTP", addr.to_string()));
+        }
+        if let Some(threads) = options.host_threads {
+            env.push(("CAIRN_THREADS", threads.to_string()));
+        }
+        match ServeChild::start(
+            &options.plugins,
+            options.concurrency,
+            options.database_url.as_deref(),
+            env,
+        ) {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                started = Err(e);
+                break;
+            }
+        }
+    }
+    let outcome = match started {
+        Ok(()) => measure(db, options, &mut children, since)
+            .await
+            .map(|report| Report { floor, ..report }),
+        Err(e) => Err(e),
+    };
+    for child in children {
+        child.stop().await;
+    }
     outcome
 }
 
-async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Result<Report> {
+async fn measure(
+    db: &Database,
+    options: &Options,
+    children: &mut [ServeChild],
+    since: DateTime<Utc>,
+) -> Result<Report> {
     let pool = db.pool();
     let key = options.action.to_string();
-    // Wait for the child to register as a live host serving the action.
+    // Wait for every child to register as a live host serving the action.
     let ready_by = Instant::now() + Duration::from_secs(120);
-    loop {
-        child.check_running()?;
-        let serving: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM cairn.hosts WHERE $1 = ANY (actions))",
+    let hosts: Vec<String> = loop {
+        for child in children.iter_mut() {
+            child.check_running()?;
+        }
+        let serving: Vec<String> = sqlx::query_scalar(
+            "SELECT host_id FROM cairn.hosts WHERE $1 = ANY (actions) AND started_at >= $2",
         )
         .bind(&key)
-        .fetch_one(pool)
+        .bind(since)
+        .fetch_all(pool)
         .await?;
-        if serving {
-            break;
+        if serving.len() >= children.len() {
+            break serving;
         }
         if Instant::now() > ready_by {
             bail!(
-                "bench: `cairn serve` did not start serving `{key}` (is its plugin in `{}`?)",
+                "bench: {} of {} `cairn serve` children did not start serving `{key}` (is its plugin in `{}`?)",
+                children.len() - serving.len(),
+                children.len(),
                 options.plugins.display()
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
 
     // Phase 1: throughput, on a vacuumed table. Listen first, so no
     // completion is missed.
     super::vacuum(pool).await?;
     let mut results = notify::listen(pool, RESULTS_CHANNEL).await?;
-    let watch = cpu::Watch::new(pool, child.pid()).await?;
+    let pids = children.iter().filter_map(ServeChild::pid).collect();
+    let watch = cpu::Watch::new(pool, pids).await?;
     let before = watch.sample(pool).await?;
     let client = Client::new(pool.clone());
     let request = EnqueueRequest::for_action(&options.action);
@@ -231,7 +297,7 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
     }
     let enqueue_time = started.elapsed();
     let bar = crate::progress::bar(ids.len() as u64, "throughput", "actions");
-    wait_finished(pool, &mut results, &ids, child, started, &bar).await?;
+    wait_finished(pool, &mut results, &ids, children, started, &bar).await?;
     bar.finish_and_clear();
     let wall = started.elapsed();
     let after = watch.sample(pool).await?;
@@ -254,6 +320,21 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
     .fetch_one(pool)
     .await?;
     let run_time = Duration::from_secs_f64(run_seconds.max(1e-6));
+    let ran: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT last_host, count(*) FROM cairn.actions WHERE id = ANY ($1) GROUP BY last_host",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let mut rows_per_host: Vec<i64> = hosts
+        .iter()
+        .map(|host| {
+            ran.iter()
+                .find(|(h, _)| h.as_ref() == Some(host))
+                .map_or(0, |(_, n)| *n)
+        })
+        .collect();
+    rows_per_host.sort_unstable_by(|a, b| b.cmp(a));
 
     // Phase 2: latency of trickled single actions.
     let mut listener = notify::listen(pool, RESULTS_CHANNEL).await?;
@@ -284,6 +365,8 @@ async fn measure(db: &Database, options: &Options, child: &mut ServeChild) -> Re
         actions_per_second: options.actions as f64 / run_time.as_secs_f64(),
         latencies,
         concurrency: options.concurrency,
+        host_threads: options.host_threads,
+        rows_per_host,
         budget,
         floor: None,
     })
@@ -297,7 +380,7 @@ async fn wait_finished(
     pool: &sqlx::PgPool,
     results: &mut PgListener,
     ids: &[i64],
-    child: &mut ServeChild,
+    children: &mut [ServeChild],
     started: Instant,
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
@@ -316,7 +399,9 @@ async fn wait_finished(
             Ok(Ok(None)) | Err(_) => {} // connection lost, or poll time
             Ok(Err(e)) => return Err(e).context("bench: receiving notifications"),
         }
-        child.check_running()?;
+        for child in children.iter_mut() {
+            child.check_running()?;
+        }
         let wanted: Vec<i64> = pending.iter().copied().collect();
         let (lo, hi) = (
             wanted.iter().min().copied().unwrap_or(0),

@@ -36,6 +36,7 @@ use cairn_contract::{parse_duration, parse_positive_duration};
 use clap::{Parser, Subcommand};
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -139,6 +140,8 @@ enum Command {
         /// them forever. Pruned in small paced batches (docs/queue.md).
         #[arg(long, env = "CAIRN_RETENTION", default_value = "168h", value_parser = Retention::from_str)]
         retention: Retention,
+        #[command(flatten)]
+        threads: ThreadsArg,
     },
     /// Delete finished rows now: those that finished more than
     /// --older-than ago (all three finished statuses, or only --status).
@@ -234,6 +237,8 @@ enum Command {
         /// `cairn serve` does; without it the plugin is compiled every run.
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        #[command(flatten)]
+        threads: ThreadsArg,
     },
     /// Measure throughput and latency: a `cairn serve` child runs a no-op
     /// action while this process enqueues (see docs/benchmarks.md).
@@ -250,9 +255,17 @@ enum Command {
         /// Single actions for the latency phase, one at a time.
         #[arg(long, default_value_t = 500)]
         trickle: usize,
-        /// The server's concurrency.
+        /// Each server's concurrency.
         #[arg(long, default_value_t = WorkerConfig::default().concurrency)]
         concurrency: usize,
+        /// How many `cairn serve` processes share the queue (the way hosts
+        /// scale out: docs/scaling.md).
+        #[arg(long, default_value = "1")]
+        hosts: NonZeroUsize,
+        /// Each server's `--threads` (default: its own default, one per
+        /// core).
+        #[arg(long)]
+        host_threads: Option<NonZeroUsize>,
         /// Run the server with `--http ADDR` (metrics and dashboard on), to
         /// measure what they cost.
         #[arg(long)]
@@ -267,6 +280,30 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+}
+
+/// `--threads`: the size of the process's async runtime, for the commands
+/// that run actions in it (`serve`, `bench-sandbox`).
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct ThreadsArg {
+    /// Threads that run actions (and this process's I/O); default: one per
+    /// core. Guests with large copy-on-write memories (Python) do more work
+    /// per core as one single-threaded host process per core than as one
+    /// host with a thread per core (docs/scaling.md).
+    #[arg(long, env = "CAIRN_THREADS")]
+    threads: Option<NonZeroUsize>,
+}
+
+impl Command {
+    /// The `--threads` of the commands that take it.
+    fn threads(&self) -> Option<NonZeroUsize> {
+        match self {
+            Command::Serve { threads, .. } | Command::BenchSandbox { threads, .. } => {
+                threads.threads
+            }
+            _ => None,
+        }
+    }
 }
 
 /// `--wait` and for how long, for the commands that can wait for a row to
@@ -368,10 +405,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let executor = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.command.threads() {
+        runtime.worker_threads(threads.get());
+    }
+    let executor = match runtime.enable_all().build() {
         Ok(executor) => executor,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -423,6 +461,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             no_watch,
             http,
             retention,
+            threads: _, // sized the runtime in `main`
         } => {
             let shutdown = shutdown_signal()?;
             // Checked before anything starts: a non-loopback address
@@ -551,6 +590,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             calls,
             concurrency,
             cache_dir,
+            threads: _, // sized the runtime in `main`
         } => {
             let options = crate::bench::sandbox::Options {
                 plugin,
@@ -568,6 +608,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             actions,
             trickle,
             concurrency,
+            hosts,
+            host_threads,
             http,
             floor,
             floor_clients,
@@ -579,6 +621,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 actions,
                 trickle,
                 concurrency,
+                hosts,
+                host_threads,
                 database_url: db.database_url.clone(),
                 http,
                 floor_clients: if floor { floor_clients } else { 0 },
