@@ -3,7 +3,8 @@
 
 use crate::pg::fresh_db;
 use crate::support::{
-    assert_clean_failure, assert_usage_error, cairn, enqueue, plugin_dir, until, wasm, Serve, SOON,
+    assert_clean_failure, assert_usage_error, cairn, enqueue, plugin_dir, row_state, until, wasm,
+    Serve, SOON,
 };
 use anyhow::{anyhow, ensure, Context, Result};
 use cairn::bench::reload::{result_version, with_version};
@@ -348,7 +349,8 @@ async fn serve_threads_sizes_the_runtime_that_runs_actions() -> Result<()> {
     let client = Client::new(db.pool.clone());
     for threads in [1, 3] {
         let flag = threads.to_string();
-        let serve = Serve::start_in(&db, plugin_dir(&["greet"]), &["--threads", &flag]).await?;
+        let plugins = plugin_dir(&["greet", "looper"]);
+        let serve = Serve::start_in(&db, plugins, &["--threads", &flag]).await?;
         // The worker logs the size of the runtime it runs on, read from the
         // runtime itself.
         let said = format!("threads={threads} ");
@@ -365,9 +367,20 @@ async fn serve_threads_sizes_the_runtime_that_runs_actions() -> Result<()> {
             ensure!(line.contains(&said), "--threads {threads}: {line}");
             Ok(())
         })?;
+        // A guest spinning on the only thread does not stop the host from
+        // claiming and running other work: guests yield at every epoch.
+        let spin = enqueue(&client, "looper:spin", json!({})).await?;
+        until("the looper to run", SOON, || async {
+            Ok((row_state(&db.pool, spin).await?.0 == ActionStatus::Running).then_some(()))
+        })
+        .await?;
         let id = enqueue(&client, "greet:hello", json!({"name": "t"})).await?;
         let row = client.wait(id, SOON).await?;
         ensure!(row.status == ActionStatus::Succeeded, "{row:?}");
+        ensure!(
+            row_state(&db.pool, spin).await?.0 == ActionStatus::Running,
+            "the looper still runs"
+        );
     }
     Ok(())
 }
