@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use crate::pg::{fresh_db, StateDir, TestDb};
 use crate::support::{
     assert_clean_failure, assert_usage_error, cairn, enqueue, enqueue_later, fast_worker, finished,
-    http_get, http_request, on_a_terminal, plugin_dir, row_state, serve_options, until, InProcess,
-    Serve, SOON,
+    http_get, http_request, on_a_terminal, plugin_dir, request, row_state, serve_options, until,
+    InProcess, Serve, SOON,
 };
 
 /// The CSRF token in a page's forms.
@@ -613,6 +613,31 @@ async fn a_retried_row_that_failed_before_action_kinds_existed_runs_again() -> R
     )
     .await?;
     host.stop(SOON).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn retry_keeps_a_keyless_row_apart_from_a_key_that_spells_its_id() -> Result<()> {
+    let db = fresh_db().await?;
+    let host = InProcess::start(&db.pool, &["math"], fast_worker()).await?;
+    let client = Client::new(db.pool.clone());
+    let keyless = enqueue(&client, "math:divide", json!({"a": 1, "b": 0})).await?;
+    // An idempotency key is any string, so also one that looks like how
+    // retry once grouped keyless rows.
+    let keyed = client
+        .enqueue(
+            &request("math:divide", json!({"a": 1, "b": 0}))?
+                .idempotency_key(format!("id:{keyless}")),
+        )
+        .await?;
+    for id in [keyless, keyed] {
+        finished(&client, id, SOON).await?;
+    }
+    host.stop(SOON).await?;
+    let report = cairn::queue::admin::retry(&db.pool, &[keyless, keyed]).await?;
+    let mut done = report.done.clone();
+    done.sort_unstable();
+    assert_eq!(done, [keyless, keyed], "{report:?}");
     Ok(())
 }
 

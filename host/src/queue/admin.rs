@@ -333,10 +333,14 @@ pub async fn retry(pool: &PgPool, ids: &[i64]) -> Result<Report> {
             FROM wanted w
             WHERE w.idempotency_key IS NOT NULL
         ), chosen AS (
-            SELECT DISTINCT ON (coalesce(w.idempotency_key, 'id:' || w.id)) w.id
-            FROM wanted w LEFT JOIN holders h ON h.id = w.id
+            -- A keyless row is a group of its own (by its id; a key is any
+            -- string, so the two must not share one column).
+            SELECT DISTINCT ON (w.idempotency_key, w.key_group) w.id
+            FROM (SELECT *, CASE WHEN idempotency_key IS NULL THEN id END AS key_group
+                  FROM wanted) w
+            LEFT JOIN holders h ON h.id = w.id
             WHERE w.status = 'failed' AND h.holder IS NULL
-            ORDER BY coalesce(w.idempotency_key, 'id:' || w.id), w.id DESC
+            ORDER BY w.idempotency_key, w.key_group, w.id DESC
         ), requeued AS (
             UPDATE cairn.actions a
             SET status = 'queued',
