@@ -127,13 +127,24 @@ impl Limits {
     }
 }
 
+/// `name` as an integer of at least 1, if set.
+fn env_u64(name: &str) -> Result<Option<u64>> {
+    env_at_least(name, 1)
+}
+
+/// `name` as a non-negative integer, if set (0 turns a pool knob off).
 fn env_u64_or_zero(name: &str) -> Result<Option<u64>> {
+    env_at_least(name, 0)
+}
+
+fn env_at_least(name: &str, min: u64) -> Result<Option<u64>> {
     match std::env::var(name) {
         Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => bail!("{name} is not valid UTF-8"),
         Ok(text) => match text.trim().parse::<u64>() {
-            Err(_) => bail!("{name}={text:?} is not a non-negative integer"),
-            Ok(n) => Ok(Some(n)),
+            Ok(n) if n >= min => Ok(Some(n)),
+            _ if min == 0 => bail!("{name}={text:?} is not a non-negative integer"),
+            _ => bail!("{name}={text:?} is not a positive integer"),
         },
     }
 }
@@ -142,17 +153,6 @@ fn env_u64_or_zero(name: &str) -> Result<Option<u64>> {
 /// silently drop the high bits: `CAIRN_MEMORY_MIB=17592186044416` would be 0).
 pub fn mib_to_bytes(mib: u64) -> Option<u64> {
     mib.checked_mul(1 << 20)
-}
-
-fn env_u64(name: &str) -> Result<Option<u64>> {
-    match std::env::var(name) {
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => bail!("{name} is not valid UTF-8"),
-        Ok(text) => match text.trim().parse::<u64>() {
-            Ok(0) | Err(_) => bail!("{name}={text:?} is not a positive integer"),
-            Ok(n) => Ok(Some(n)),
-        },
-    }
 }
 
 #[cfg(test)]

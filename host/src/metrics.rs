@@ -68,6 +68,7 @@ use crate::error::one_line;
 use crate::key::ActionKey;
 use crate::queue::admin::Depth;
 use crate::queue::ActionStatus;
+use crate::registry::ChangeKind;
 use crate::reload::{FileOutcome, PluginDir, ReloadEvent};
 use crate::sandbox::FailureKind;
 
@@ -599,10 +600,10 @@ pub fn follow_plugins(dir: &PluginDir, metrics: Arc<Metrics>) -> tokio::task::Jo
 fn count_plugin_event(metrics: &Metrics, event: &ReloadEvent) {
     match &event.outcome {
         FileOutcome::Applied(change) => match change.kind() {
-            "added" => metrics.plugin_loaded(),
-            "replaced" => metrics.plugin_reloaded(),
-            "removed" => metrics.plugin_unloaded(),
-            _ => {}
+            ChangeKind::Added => metrics.plugin_loaded(),
+            ChangeKind::Replaced => metrics.plugin_reloaded(),
+            ChangeKind::Removed => metrics.plugin_unloaded(),
+            ChangeKind::Unchanged => {}
         },
         FileOutcome::Rejected { .. } => metrics.plugin_rejected(),
         FileOutcome::Unchanged { .. } => {}

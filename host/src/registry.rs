@@ -126,19 +126,44 @@ impl Change {
         self.added.is_empty() && self.replaced.is_empty() && self.removed.is_empty()
     }
 
-    /// `added`, `replaced`, `removed` or `unchanged`, for logs.
-    pub fn kind(&self) -> &'static str {
+    /// What happened to the file's version.
+    pub fn kind(&self) -> ChangeKind {
         match (&self.old_digest, &self.new_digest) {
-            _ if self.is_empty() => "unchanged",
-            (None, Some(_)) => "added",
-            (Some(_), None) => "removed",
-            _ => "replaced",
+            _ if self.is_empty() => ChangeKind::Unchanged,
+            (None, Some(_)) => ChangeKind::Added,
+            (Some(_), None) => ChangeKind::Removed,
+            _ => ChangeKind::Replaced,
         }
     }
 
     /// The keys that became claimable (added or replaced).
     pub fn served(&self) -> impl Iterator<Item = &ActionKey> {
         self.added.iter().chain(&self.replaced)
+    }
+}
+
+/// What a [`Change`] did to its file's version (metrics count these; logs
+/// print them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A file started serving.
+    Added,
+    /// A new version replaced the one that served.
+    Replaced,
+    /// A file stopped serving.
+    Removed,
+    /// Nothing the registry serves changed.
+    Unchanged,
+}
+
+impl fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Replaced => "replaced",
+            ChangeKind::Removed => "removed",
+            ChangeKind::Unchanged => "unchanged",
+        })
     }
 }
 

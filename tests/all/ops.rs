@@ -694,6 +694,34 @@ async fn a_rejected_file_is_published_at_once_not_at_the_next_heartbeat() -> Res
 }
 
 #[tokio::test]
+async fn serve_that_fails_to_start_stops_the_embedded_server_it_started() -> Result<()> {
+    let state = StateDir::new("serve-fails");
+    let cwd = tempfile::tempdir()?;
+    let dir = plugin_dir(&["greet"]);
+    // The address is taken: the host fails after the database is up.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = taken.local_addr()?.to_string();
+    let out = cairn()
+        .current_dir(cwd.path())
+        .args(["serve", "--http", &addr, "--plugins"])
+        .arg(dir.path())
+        .env("CAIRN_STATE_DIR", state.path())
+        .env_remove("CAIRN_DATABASE_URL")
+        .env_remove("CAIRN_HTTP_TOKEN")
+        .output()?;
+    assert_clean_failure(&out, "cannot listen");
+    assert!(
+        state.path().join("postgres/data").exists(),
+        "serve started the embedded server"
+    );
+    assert!(
+        !state.path().join("postgres/run/.s.PGSQL.5432").exists(),
+        "and stopped it on the way out"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn queue_commands_work_on_the_embedded_server() -> Result<()> {
     let state = StateDir::new("ops-cli");
     let cwd = tempfile::tempdir()?;

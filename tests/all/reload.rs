@@ -21,7 +21,7 @@ use cairn::engine::Engine;
 use cairn::key::{ActionKey, Digest};
 use cairn::plugin::{ArtifactCache, LoadCounts, LoadPhase, Loader};
 use cairn::queue::{ActionStatus, Client, EnqueueRequest};
-use cairn::registry::{Change, Registry};
+use cairn::registry::{Change, ChangeKind, Registry};
 use cairn::reload::{FileOutcome, PluginDir, ReloadConfig, ReloadEvent, Reloader};
 use cairn::serve::{Host as ServeHost, ServeOptions};
 use cairn::worker::WorkerConfig;
@@ -1206,13 +1206,13 @@ async fn replace_file_and_remove_file_report_what_changed() -> Result<()> {
         let a1 = load_versioned(&engine, "a.wasm", 1).await?;
         let change = registry.replace_file(Path::new("a.wasm"), a1.clone())?;
         ensure!(
-            change.kind() == "added" && change.added.len() == 2,
+            change.kind() == ChangeKind::Added && change.added.len() == 2,
             "{change:?}"
         );
         let a3 = load_versioned(&engine, "a.wasm", 3).await?;
         let change = registry.replace_file(Path::new("a.wasm"), a3.clone())?;
         ensure!(
-            change.kind() == "replaced"
+            change.kind() == ChangeKind::Replaced
                 && change.replaced.len() == 2
                 && change.old_digest == Some(a1.digest)
                 && change.new_digest == Some(a3.digest),
@@ -1220,7 +1220,7 @@ async fn replace_file_and_remove_file_report_what_changed() -> Result<()> {
         );
         let change = registry.remove_file(Path::new("a.wasm"));
         ensure!(
-            change.kind() == "removed"
+            change.kind() == ChangeKind::Removed
                 && change.removed.len() == 2
                 && change.old_digest == Some(a3.digest),
             "{change:?}"

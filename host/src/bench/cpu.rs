@@ -220,19 +220,32 @@ fn postgres_cpu(postmaster: u32) -> Option<Duration> {
 }
 
 fn self_cpu() -> Duration {
-    // SAFETY: getrusage writes into the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    cpu(&rusage(libc::RUSAGE_SELF))
 }
 
 /// CPU of a finished child process (pgbench), from the kernel's rusage of
 /// reaped children.
 pub fn children_cpu() -> Duration {
-    // SAFETY: as above.
+    cpu(&rusage(libc::RUSAGE_CHILDREN))
+}
+
+/// `getrusage(who)`: `RUSAGE_SELF` or `RUSAGE_CHILDREN`.
+pub fn rusage(who: libc::c_int) -> libc::rusage {
+    // SAFETY: zeroed is a valid initial value for this plain C struct, and
+    // getrusage writes into the struct we pass; with a valid `who` and
+    // pointer it cannot fail.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    unsafe { libc::getrusage(who, &mut usage) };
+    usage
+}
+
+/// User plus system time of `usage`.
+pub fn cpu(usage: &libc::rusage) -> Duration {
+    let tv = |t: libc::timeval| {
+        Duration::new(
+            u64::try_from(t.tv_sec).unwrap_or(0),
+            u32::try_from(t.tv_usec).unwrap_or(0) * 1000,
+        )
+    };
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }

@@ -105,22 +105,8 @@ impl fmt::Display for Report {
 
 /// This process's resource usage: CPU time, minor faults, context switches.
 fn usage() -> (Duration, i64, i64) {
-    // SAFETY: getrusage writes into the struct we pass; zeroed is a valid
-    // initial value for this plain C struct.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer cannot fail.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| {
-        Duration::new(
-            u64::try_from(t.tv_sec).unwrap_or(0),
-            u32::try_from(t.tv_usec).unwrap_or(0) * 1000,
-        )
-    };
-    (
-        tv(u.ru_utime) + tv(u.ru_stime),
-        u.ru_minflt,
-        u.ru_nvcsw + u.ru_nivcsw,
-    )
+    let u = super::cpu::rusage(libc::RUSAGE_SELF);
+    (super::cpu::cpu(&u), u.ru_minflt, u.ru_nvcsw + u.ru_nivcsw)
 }
 
 /// Run the benchmark. See the module docs.
@@ -143,6 +129,13 @@ pub async fn run(options: &Options) -> Result<Report> {
             .context("bench-sandbox")?,
     );
     let load = loading.elapsed();
+    anyhow::ensure!(
+        plugin.module == options.action.module,
+        "bench-sandbox: `{}` is plugin `{}`, not module `{}`",
+        options.plugin.display(),
+        plugin.module,
+        options.action.module
+    );
     let cache_hit = loader.counts().cache_hits > 0;
     let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut rounds = Vec::with_capacity(2);

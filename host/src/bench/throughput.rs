@@ -208,35 +208,26 @@ pub async fn run(db: &Database, options: &Options) -> Result<Report> {
     let since: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
         .fetch_one(db.pool())
         .await?;
+    let mut env = Vec::new();
+    if let Some(addr) = options.http {
+        env.push(("CAIRN_HTTP", addr.to_string()));
+    }
+    if let Some(threads) = options.host_threads {
+        env.push(("CAIRN_THREADS", threads.to_string()));
+    }
     let mut children = Vec::with_capacity(options.hosts.get());
-    let mut started = Ok(());
     for _ in 0..options.hosts.get() {
-        let mut env = Vec::new();
-        if let Some(addr) = options.http {
-            env.push(("CAIRN_HTTP", addr.to_string()));
-        }
-        if let Some(threads) = options.host_threads {
-            env.push(("CAIRN_THREADS", threads.to_string()));
-        }
-        match ServeChild::start(
+        // On an error the children started so far are killed as they drop.
+        children.push(ServeChild::start(
             &options.plugins,
             options.concurrency,
             options.database_url.as_deref(),
-            env,
-        ) {
-            Ok(child) => children.push(child),
-            Err(e) => {
-                started = Err(e);
-                break;
-            }
-        }
+            env.iter().cloned(),
+        )?);
     }
-    let outcome = match started {
-        Ok(()) => measure(db, options, &mut children, since)
-            .await
-            .map(|report| Report { floor, ..report }),
-        Err(e) => Err(e),
-    };
+    let outcome = measure(db, options, &mut children, since)
+        .await
+        .map(|report| Report { floor, ..report });
     for child in children {
         child.stop().await;
     }
@@ -342,14 +333,14 @@ async fn measure(
     let bar = crate::progress::bar(options.trickle as u64, "latency", "actions");
     for _ in 0..options.trickle {
         let t0 = Instant::now();
-        let id = client.enqueue(&request).await?.to_string();
+        let id = client.enqueue(&request).await?;
         loop {
             let note = tokio::time::timeout(TRICKLE_LIMIT, listener.recv())
                 .await
                 .map_err(|_| {
                     anyhow!("bench: action {id} did not finish within {TRICKLE_LIMIT:?}")
                 })??;
-            if note.payload().split(',').any(|p| p == id) {
+            if notify::finished_ids(note.payload()).any(|done| done == id) {
                 break;
             }
         }
@@ -389,10 +380,8 @@ async fn wait_finished(
     while !pending.is_empty() {
         match tokio::time::timeout_at(next_poll, results.try_recv()).await {
             Ok(Ok(Some(note))) => {
-                for id in note.payload().split(',') {
-                    if let Ok(id) = id.trim().parse::<i64>() {
-                        pending.remove(&id);
-                    }
+                for id in notify::finished_ids(note.payload()) {
+                    pending.remove(&id);
                 }
                 continue;
             }

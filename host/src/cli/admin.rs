@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::{DbArgs, UsageError};
 use crate::db::Database;
-use crate::key::{ActionKey, Digest};
+use crate::key::ActionKey;
 use crate::queue::admin::{self, HostInfo, Report, RowFilter, RowSummary, Stats};
 use crate::queue::ActionStatus;
 
@@ -61,7 +61,7 @@ pub(super) struct LsArgs {
     #[arg(long, value_parser = parse_duration)]
     since: Option<Duration>,
     /// At most this many rows, newest first (1 to 1000).
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=i64::from(admin::MAX_PAGE)))]
+    #[arg(long, default_value_t = admin::DEFAULT_PAGE, value_parser = clap::value_parser!(u32).range(1..=i64::from(admin::MAX_PAGE)))]
     limit: u32,
     /// Only rows with an id below this (the next page).
     #[arg(long)]
@@ -140,10 +140,6 @@ pub(super) async fn ls(args: LsArgs) -> Result<ExitCode> {
     print_json_or(rows.as_slice(), args.json, rows_table)
 }
 
-fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
 fn rows_table(rows: &[RowSummary]) -> String {
     let lines = rows
         .iter()
@@ -152,24 +148,21 @@ fn rows_table(rows: &[RowSummary]) -> String {
                 r.id.to_string(),
                 r.action.to_string(),
                 r.status.to_string(),
-                match r.max_attempts {
-                    Some(m) => format!("{}/{m}", r.attempts),
-                    None => r.attempts.to_string(),
-                },
-                time(&r.created_at),
+                admin::attempts_text(r.attempts, r.max_attempts),
+                admin::time_text(&r.created_at),
                 r.started_at
                     .as_ref()
-                    .map(time)
+                    .map(admin::time_text)
                     .unwrap_or_else(|| "-".into()),
                 r.finished_at
                     .as_ref()
-                    .map(time)
+                    .map(admin::time_text)
                     .unwrap_or_else(|| "-".into()),
                 r.host.clone().unwrap_or_else(|| "-".into()),
                 r.error
                     .as_ref()
                     .filter(|_| r.status == ActionStatus::Failed)
-                    .map(|e| format!("{}: {}", e.type_name, e.message.replace('\n', " ")))
+                    .map(|e| e.to_string().replace('\n', " "))
                     .unwrap_or_default(),
             ]
         })
@@ -400,10 +393,7 @@ pub(super) fn hosts_text(hosts: Option<&[HostInfo]>) -> String {
             rows.push(vec![
                 h.host_id.clone(),
                 p.file.clone(),
-                p.digest
-                    .as_deref()
-                    .map(|d| d.chars().take(Digest::SHORT_LEN).collect())
-                    .unwrap_or_else(|| "-".into()),
+                p.short_digest().unwrap_or_else(|| "-".into()),
                 match &p.rejected {
                     Some(r) => format!("REJECTED {}", r.reason),
                     None => p

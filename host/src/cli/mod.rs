@@ -138,7 +138,7 @@ enum Command {
         /// Delete finished rows (succeeded, failed, cancelled) this long
         /// after they finished, e.g. `168h` (a week, the default); `0` keeps
         /// them forever. Pruned in small paced batches (docs/queue.md).
-        #[arg(long, env = "CAIRN_RETENTION", default_value = "168h", value_parser = Retention::from_str)]
+        #[arg(long, env = "CAIRN_RETENTION", default_value_t = Retention::default(), value_parser = Retention::from_str)]
         retention: Retention,
         #[command(flatten)]
         threads: ThreadsArg,
@@ -493,10 +493,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 ..ServeOptions::new(plugins)
             };
-            let db = db.connect().await?;
-            let host = Host::start(options, db.pool().clone()).await?;
-            host.run(shutdown).await?;
-            db.close().await;
+            db.with(async |db| {
+                let host = Host::start(options, db.pool().clone()).await?;
+                host.run(shutdown).await
+            })
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Enqueue {

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -310,7 +310,7 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 
 /// `GET /healthz`: 200 `ok` while the worker serves and the database
 /// answers within [`HEALTH_DB_TIMEOUT`]; otherwise 503 and one line why.
-async fn healthz(State(state): State<Arc<AppState>>, _headers: HeaderMap) -> Response {
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let unhealthy = |why: String| {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -15,9 +15,9 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::error::one_line;
-use crate::key::{ActionKey, Digest};
+use crate::key::ActionKey;
 use crate::plugin::display_name;
-use crate::queue::admin::{self, RowFilter};
+use crate::queue::admin::{self, attempts_text, time_text, RowFilter};
 use crate::queue::ActionStatus;
 
 /// Largest JSON document a row page shows per payload; past it the text is
@@ -27,9 +27,6 @@ const SHOW_JSON_CHARS: usize = 64 * 1024;
 /// Payloads larger than this are not decoded for display at all (decoding
 /// costs memory and time proportional to the size).
 const DECODE_BYTES: usize = 4 * 1024 * 1024;
-
-/// Rows per page of the rows list, unless the query asks for another size.
-const PAGE_ROWS: u32 = 50;
 
 /// An error page: the status and one line.
 pub(super) struct PageError(StatusCode, String);
@@ -71,12 +68,8 @@ fn html(page: impl Template) -> PageResult {
     Ok(Html(page.render()?).into_response())
 }
 
-fn time(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
 fn time_opt(t: &Option<DateTime<Utc>>) -> String {
-    t.as_ref().map(time).unwrap_or_default()
+    t.as_ref().map(time_text).unwrap_or_default()
 }
 
 fn age(seconds: f64) -> String {
@@ -86,11 +79,6 @@ fn age(seconds: f64) -> String {
         s if s < 7200.0 => format!("{:.0}m ago", s / 60.0),
         s => format!("{:.0}h ago", s / 3600.0),
     }
-}
-
-/// The short form of a published digest (hex text from `cairn.hosts`).
-fn short(digest: &str) -> String {
-    digest.chars().take(Digest::SHORT_LEN).collect()
 }
 
 #[derive(Template)]
@@ -194,17 +182,15 @@ pub(super) async fn overview(State(state): State<Arc<AppState>>) -> PageResult {
             .map(|h| HostLine {
                 this: h.host_id == state.ctx.host_id,
                 live: h.live,
-                started: time(&h.started_at),
+                started: time_text(&h.started_at),
                 heartbeat: age(h.heartbeat_age_seconds),
                 actions: h.actions,
                 plugins: h
                     .plugins
                     .iter()
-                    .map(|p| match (&p.digest, &p.rejected) {
-                        (Some(d), None) => format!("{} {}", p.file, short(d)),
-                        (Some(d), Some(_)) => {
-                            format!("{} {} (newer version rejected)", p.file, short(d))
-                        }
+                    .map(|p| match (p.short_digest(), &p.rejected) {
+                        (Some(d), None) => format!("{} {d}", p.file),
+                        (Some(d), Some(_)) => format!("{} {d} (newer version rejected)", p.file),
                         (None, _) => format!("{} (rejected)", p.file),
                     })
                     .collect(),
@@ -212,11 +198,7 @@ pub(super) async fn overview(State(state): State<Arc<AppState>>) -> PageResult {
             })
             .collect(),
         finished_5m: total,
-        error_rate_5m: percent(if total == 0 {
-            0.0
-        } else {
-            failed as f64 / total as f64
-        }),
+        error_rate_5m: percent(admin::error_rate(ok, failed)),
     })
 }
 
@@ -243,7 +225,7 @@ pub(super) struct RowsQuery {
 impl RowsQuery {
     fn filter(&self) -> Result<RowFilter, String> {
         let mut filter = RowFilter {
-            limit: PAGE_ROWS,
+            limit: admin::DEFAULT_PAGE,
             ..RowFilter::default()
         };
         if !self.status.is_empty() {
@@ -323,13 +305,6 @@ struct RowsPage {
     paged: bool,
 }
 
-fn attempts(attempts: u32, max: Option<u32>) -> String {
-    match max {
-        Some(max) => format!("{attempts}/{max}"),
-        None => attempts.to_string(),
-    }
-}
-
 pub(super) async fn rows(
     State(state): State<Arc<AppState>>,
     Query(query): Query<RowsQuery>,
@@ -358,14 +333,14 @@ pub(super) async fn rows(
                 id: r.id,
                 action: r.action.to_string(),
                 status: r.status.as_str(),
-                attempts: attempts(r.attempts, r.max_attempts),
-                created: time(&r.created_at),
+                attempts: attempts_text(r.attempts, r.max_attempts),
+                created: time_text(&r.created_at),
                 started: time_opt(&r.started_at),
                 finished: time_opt(&r.finished_at),
                 error: r
                     .error
                     .filter(|_| r.status == ActionStatus::Failed)
-                    .map(|e| format!("{}: {}", e.type_name, e.message))
+                    .map(|e| e.to_string())
                     .unwrap_or_default(),
             })
             .collect(),
@@ -476,10 +451,10 @@ pub(super) async fn row(
         id,
         action: s.action.to_string(),
         status: s.status.as_str(),
-        attempts: attempts(s.attempts, s.max_attempts),
+        attempts: attempts_text(s.attempts, s.max_attempts),
         priority: s.priority,
-        created: time(&s.created_at),
-        run_at: time(&s.run_at),
+        created: time_text(&s.created_at),
+        run_at: time_text(&s.run_at),
         started: time_opt(&s.started_at),
         finished: time_opt(&s.finished_at),
         lease_owner: s.lease_owner.clone().unwrap_or_default(),

@@ -52,6 +52,9 @@ use crate::key::ActionKey;
 /// person or a script that pages on, not an export.
 pub const MAX_PAGE: u32 = 1000;
 
+/// Rows per page when the caller does not say: `cairn ls`, the dashboard.
+pub const DEFAULT_PAGE: u32 = 50;
+
 /// Which rows [`list`] and [`failed_ids`] return.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RowFilter {
@@ -64,7 +67,7 @@ pub struct RowFilter {
     /// Only rows with an id below this (the next page after a page whose last
     /// id this was).
     pub before: Option<i64>,
-    /// At most this many rows (capped at [`MAX_PAGE`]; 0 means 50).
+    /// At most this many rows (capped at [`MAX_PAGE`]; 0 means [`DEFAULT_PAGE`]).
     pub limit: u32,
 }
 
@@ -76,6 +79,27 @@ pub struct ErrorSummary {
     pub type_name: String,
     /// Its message.
     pub message: String,
+}
+
+/// `type: message`, as the dashboard and `cairn ls` show it.
+impl std::fmt::Display for ErrorSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.type_name, self.message)
+    }
+}
+
+/// `attempts/max` (or `attempts` when the row has no maximum yet), as the
+/// dashboard and `cairn ls` show it.
+pub fn attempts_text(attempts: u32, max: Option<u32>) -> String {
+    match max {
+        Some(max) => format!("{attempts}/{max}"),
+        None => attempts.to_string(),
+    }
+}
+
+/// A timestamp as the dashboard and `cairn ls` show it (UTC, to the second).
+pub fn time_text(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// One row as a listing shows it: everything but the payloads.
@@ -153,8 +177,6 @@ pub struct RowDetail {
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// Its idempotency key, if any.
     pub idempotency_key: Option<String>,
-    /// Its timeout override in milliseconds.
-    pub timeout_ms: Option<i64>,
 }
 
 const SUMMARY_COLUMNS: &str = "id, module, name, status, attempts, max_attempts, priority, \
@@ -203,7 +225,7 @@ pub fn error_summary(payload: &[u8]) -> Option<ErrorSummary> {
 /// When the statement fails (`queue list failed: ...`).
 pub async fn list(pool: &PgPool, filter: &RowFilter) -> Result<Vec<RowSummary>> {
     let limit = match filter.limit {
-        0 => 50,
+        0 => DEFAULT_PAGE,
         n => n.min(MAX_PAGE),
     };
     let (module, name) = filter
@@ -241,7 +263,7 @@ pub async fn list(pool: &PgPool, filter: &RowFilter) -> Result<Vec<RowSummary>> 
 /// When the statement fails (`queue get failed: ...`).
 pub async fn get(pool: &PgPool, id: i64) -> Result<Option<RowDetail>> {
     sqlx::query_as(&format!(
-        "SELECT {SUMMARY_COLUMNS}, args, result, lease_expires_at, idempotency_key, timeout_ms \
+        "SELECT {SUMMARY_COLUMNS}, args, result, lease_expires_at, idempotency_key \
          FROM cairn.actions WHERE id = $1"
     ))
     .bind(id)
@@ -529,12 +551,17 @@ pub struct Minute {
 impl Minute {
     /// Failed over finished, 0 when nothing finished.
     pub fn error_rate(&self) -> f64 {
-        let total = self.succeeded + self.failed;
-        if total == 0 {
-            0.0
-        } else {
-            self.failed as f64 / total as f64
-        }
+        error_rate(self.succeeded, self.failed)
+    }
+}
+
+/// `failed` over `succeeded + failed`, 0 when nothing finished.
+pub fn error_rate(succeeded: i64, failed: i64) -> f64 {
+    let total = succeeded + failed;
+    if total == 0 {
+        0.0
+    } else {
+        failed as f64 / total as f64
     }
 }
 

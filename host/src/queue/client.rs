@@ -382,11 +382,9 @@ impl Client {
                     Err(_) | Ok(Ok(None)) => break pending.iter().copied().collect(),
                     Ok(Ok(Some(n))) => {
                         // The ids one statement finished, comma-separated.
-                        for id in n.payload().split(',') {
-                            if let Ok(id) = id.parse::<i64>() {
-                                if pending.remove(&id) {
-                                    announced.push(id);
-                                }
+                        for id in notify::finished_ids(n.payload()) {
+                            if pending.remove(&id) {
+                                announced.push(id);
                             }
                         }
                         if pending.is_empty() {

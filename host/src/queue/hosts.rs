@@ -100,6 +100,14 @@ pub struct LoadedPlugin {
     pub rejected: Option<RejectedVersion>,
 }
 
+impl LoadedPlugin {
+    /// The short form of the serving version's digest, as listings show it.
+    pub fn short_digest(&self) -> Option<String> {
+        let digest = self.digest.as_deref()?;
+        Some(digest.chars().take(crate::key::Digest::SHORT_LEN).collect())
+    }
+}
+
 /// A refused version of a plugin file, as published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedVersion {

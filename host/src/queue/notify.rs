@@ -32,6 +32,12 @@ pub const ACTIONS_CHANNEL: &str = "cairn_actions";
 /// Rows finished (see the module docs).
 pub const RESULTS_CHANNEL: &str = "cairn_results";
 
+/// The row ids a [`RESULTS_CHANNEL`] notification's payload carries (see
+/// the module docs); anything that is not an id is skipped.
+pub fn finished_ids(payload: &str) -> impl Iterator<Item = i64> + '_ {
+    payload.split(',').filter_map(|id| id.trim().parse().ok())
+}
+
 /// Longest payload sent: PostgreSQL refuses 8000 bytes or more, and the
 /// triggers use the same limit.
 const MAX_PAYLOAD: usize = 7000;
