@@ -4,6 +4,7 @@ them (through `cairn.testing.invoke`, which encodes them to protobuf first)."""
 import dataclasses
 import enum
 import math
+import sys
 from typing import Annotated, Optional
 
 import pytest
@@ -103,3 +104,65 @@ def test_bytes_parameters_read_lists_of_integers_and_strings():
     assert invoke(size, data=b"\x00\xff").result == 2
     assert invoke(size, data="abc").result == 3
     assert "expected u8" in error(invoke(size, data=[256]))
+
+
+@dataclasses.dataclass
+class Positive:
+    n: int
+
+    def __post_init__(self):
+        if self.n <= 0:
+            raise RuntimeError(f"n must be positive, not {self.n}")
+
+
+def test_a_conversion_that_raises_is_an_argument_error_naming_the_parameter():
+    @action
+    def f(p: Positive, big: int = 0) -> int:
+        return p.n
+
+    assert invoke(f, p={"n": 2}).result == 2
+    assert error(invoke(f, p={"n": -1})) == "argument `p`: RuntimeError: n must be positive, not -1"
+    # `int()` refuses strings longer than sys.get_int_max_str_digits().
+    message = error(invoke(f, p={"n": 1}, big="1" * (sys.get_int_max_str_digits() + 1)))
+    assert message.startswith("argument `big`: ValueError: Exceeds the limit")
+
+
+def test_argument_bytes_nested_past_the_recursion_limit_are_an_argument_error():
+    from cairn import _component, _proto as p
+    from cairn.deps import Resolver
+    from test_payload import nested_list_bytes
+
+    @action
+    def f(value):
+        return value
+
+    deep = nested_list_bytes(sys.getrecursionlimit() + 100)
+    args = p.len_field(1, p.len_field(1, b"value") + p.len_field(2, deep))
+    with pytest.raises(_component.Failure) as failure:
+        _component.invoke({"f": f}, "m", "f", args, Resolver())
+    assert (failure.value.type_name, failure.value.module, failure.value.retryable) == ("ArgumentError", "cairn", False)
+    assert failure.value.message == (
+        "arguments are not a valid WorkflowArguments payload: "
+        "payload is not a protobuf WorkflowArguments: values nested too deeply"
+    )
+
+
+def test_results_that_contain_themselves_or_too_long_an_int_are_serialization_errors():
+    @action
+    def loop():
+        out = [1]
+        out.append(out)
+        return out
+
+    @action
+    def huge():
+        return 10 ** (sys.get_int_max_str_digits() + 1)
+
+    for f, reason in [
+        (loop, "value is nested too deeply to serialize (or contains itself)"),
+        (huge, f"integer too large to serialize: more than {sys.get_int_max_str_digits()} decimal digits"),
+    ]:
+        outcome = invoke(f)
+        assert (outcome.error["type"], outcome.error["module"]) == ("SerializationError", "cairn")
+        assert outcome.retryable is False
+        assert outcome.error["message"] == f"result of action `{f.name}` does not serialize: {reason}"

@@ -2,6 +2,7 @@
 config, http, enqueue, log and context runs in plain pytest."""
 
 import datetime
+import math
 from typing import Annotated
 
 import pytest
@@ -118,3 +119,35 @@ def test_http_urls_split_as_the_rust_sdk_splits_them():
     assert split_url("http://h:8080?q=1#frag") == ("http", "h:8080", "/?q=1")
     with pytest.raises(cairn.Error, match="expected an absolute URL"):
         split_url("api.test/x")
+
+
+def test_a_negative_or_infinite_delay_is_rejected_as_a_timedelta_as_a_number():
+    recorder = RecordingEnqueue()
+    enqueue = Enqueue(recorder)
+    for delay in (-1, -0.5, datetime.timedelta(seconds=-1), datetime.timedelta(milliseconds=-1), math.inf, math.nan):
+        with pytest.raises(cairn.Error, match="delay must be seconds") as err:
+            enqueue.enqueue("a:b", {}, delay=delay)
+        assert (err.value.type_name, err.value.module, err.value.retryable) == ("EnqueueError", "cairn", False)
+    assert recorder.enqueued == []
+    enqueue.enqueue("a:b", {}, delay=datetime.timedelta(0))
+    enqueue.enqueue("a:b", {}, delay=datetime.timedelta(seconds=1.5))
+    assert [row.options.delay_ms for row in recorder.enqueued] == [0, 1_500]
+
+
+def test_kv_values_that_do_not_serialize_raise_cairn_serialization_error():
+    kv = Kv(MemoryKv({"garbage": b"\xff"}))
+    with pytest.raises(cairn.SerializationError) as err:
+        kv.set_as("k", object())
+    assert (err.value.type_name, err.value.module, err.value.retryable) == ("SerializationError", "cairn", False)
+    assert str(err.value) == "kv value under `k`: cannot serialize a value of type object"
+    with pytest.raises(cairn.SerializationError, match="kv value under `garbage`: payload is not a protobuf"):
+        kv.get_as("garbage")
+
+
+def test_enqueue_arguments_that_contain_themselves_are_an_enqueue_error():
+    loop = []
+    loop.append(loop)
+    with pytest.raises(cairn.Error) as err:
+        Enqueue(RecordingEnqueue()).enqueue("a:b", {"x": loop})
+    assert err.value.type_name == "EnqueueError"
+    assert str(err.value) == "arguments do not serialize: value is nested too deeply to serialize (or contains itself)"

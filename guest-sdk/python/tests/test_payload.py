@@ -7,6 +7,7 @@ the mapping's decisions and a few exact encodings."""
 import dataclasses
 import enum
 import math
+import sys
 
 import pytest
 
@@ -120,3 +121,65 @@ def test_decoding_follows_protobuf_rules_for_other_writers():
     assert decode_value(unknown + encode_value(5)) == 5
     assert decode_value(encode_value(1) + encode_value("two")) == "two"
     assert decode_arguments(encode_arguments([("a", 1), ("a", 2)])) == [("a", 1), ("a", 2)]
+
+
+def nested_list_bytes(depth):
+    """A `WorkflowArgumentValue` of `depth` lists inside each other, written
+    by hand: the encoder itself refuses to nest that deep."""
+    from cairn import _proto as p
+
+    value = encode_value(None)
+    for _ in range(depth):
+        value = p.len_field(4, p.len_field(1, value))
+    return value
+
+
+def self_containing_list():
+    loop = [1]
+    loop.append(loop)
+    return loop
+
+
+def test_values_nested_past_the_recursion_limit_are_payload_errors_both_ways():
+    from cairn import _proto as p
+
+    deep = nested_list_bytes(sys.getrecursionlimit() + 100)
+    with pytest.raises(PayloadError) as err:
+        decode_value(deep)
+    assert str(err.value) == "payload is not a protobuf WorkflowArgumentValue: values nested too deeply"
+    with pytest.raises(PayloadError) as err:
+        decode_arguments(p.len_field(1, p.len_field(1, b"a") + p.len_field(2, deep)))
+    assert str(err.value) == "payload is not a protobuf WorkflowArguments: values nested too deeply"
+
+    too_deep = "value is nested too deeply to serialize (or contains itself)"
+    for write in (encode_value, serialize_result_payload, lambda v: encode_arguments({"a": v}),
+                  lambda v: serialize_error_payload(ErrorValue("E", values={"a": v}))):
+        with pytest.raises(PayloadError) as err:
+            write(self_containing_list())
+        assert str(err.value) == too_deep
+    # An error whose details cannot be written keeps its message and says why.
+    dropped = deserialize_result_payload(
+        serialize_error_payload(cairn.Error("x", details={"a": self_containing_list()}))
+    ).error
+    assert dropped["message"] == f"x (error details dropped: {too_deep})"
+
+
+def test_integers_too_long_for_decimal_digits_are_payload_errors():
+    huge = 10 ** (sys.get_int_max_str_digits() + 1)
+    reason = f"integer too large to serialize: more than {sys.get_int_max_str_digits()} decimal digits"
+    with pytest.raises(PayloadError) as err:
+        encode_value([1, huge])
+    assert str(err.value) == f"at field `[1]`: {reason}"
+    with pytest.raises(PayloadError) as err:
+        encode_value({huge: 1})
+    assert str(err.value) == reason
+
+
+def test_sets_are_written_sorted_so_bytes_do_not_depend_on_the_hash_seed():
+    words = {f"word-{i}" for i in range(32)}
+    assert list(words) != sorted(words)  # string hashes are seeded per process
+    assert encode_value(words) == encode_value(sorted(words))
+    assert encode_value(frozenset(words)) == encode_value(sorted(words))
+    assert encode_value({3.5, -1, 2}) == encode_value([-1, 2, 3.5])
+    # Elements that do not compare are still written, in iteration order.
+    assert sorted(decode_value(encode_value({1, "a"})), key=str) == [1, "a"]

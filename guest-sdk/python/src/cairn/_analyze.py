@@ -2,7 +2,8 @@
 say what it is.
 
 Run as `python -m cairn._analyze DIR ENTRY`; prints one JSON object on
-stdout: `{"module", "actions": [...], "imports": [...]}` or `{"error":
+stdout: `{"module", "actions": [{"name"}...], "imports": [...]}` (imports in
+`cairn.builtin.IMPORTS` order) or `{"error":
 "file:line: message"}`. A separate process so that importing the author's
 code cannot disturb the builder (and a second build starts clean).
 
@@ -54,7 +55,7 @@ def _one_line(text: str) -> str:
 
 def analyze(root: str, entry: str, default_module: str) -> dict:
     from . import binding, deps
-    from .actions import PLUGIN
+    from .actions import PLUGIN, validate_name
     from .builtin import IMPORTS
     from .registry import registry
 
@@ -98,15 +99,16 @@ def analyze(root: str, entry: str, default_module: str) -> dict:
         except deps.SignatureError as exc:
             return {"error": _one_line(str(exc))}
         imports |= {IMPORTS[cls] for cls in used}
-        actions.append({"name": action.name, "python_module": action.module, "where": action.where})
+        actions.append({"name": action.name})
     module = PLUGIN.module or default_module
-    if not module or ":" in module or any(c.isspace() for c in module):
+    try:
+        validate_name(module, "module")
+    except ValueError:
         return {
             "error": f"{os.path.join(root, entry)}.py: plugin module {module!r} is not a valid name: "
             'declare one with cairn.plugin(module="...")'
         }
-    order = ["log", "context", "config", "kv", "enqueue", "http"]
-    return {"module": module, "actions": actions, "imports": [i for i in order if i in imports]}
+    return {"module": module, "actions": actions, "imports": [i for i in IMPORTS.values() if i in imports]}
 
 
 def main() -> None:

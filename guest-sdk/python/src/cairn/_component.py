@@ -8,9 +8,11 @@ same functions natively, so a test sees exactly what the host would.
 # Guarantees
 
 * `invoke` never lets an exception escape for anything the SDK can see: an
-  unknown action, argument bytes that do not decode, a missing, extra or
-  ill-typed argument, a dependency that fails, an exception the action
-  raises, a result that does not serialize and a coroutine that stalls all
+  unknown action, argument bytes that do not decode (nested too deeply
+  included), a missing, extra or ill-typed argument, a conversion that raises
+  (a dataclass's `__post_init__`), a dependency that fails, an exception the
+  action raises, a result that does not serialize (one that contains itself
+  or an `int` too long to write included) and a coroutine that stalls all
   become a `Failure` (the WIT `action-error`). Only what kills the
   interpreter itself (running out of memory, the host's deadline) traps.
 * Keyword arguments are bound before any dependency is built, and the action
@@ -85,7 +87,7 @@ def failure_from_exception(exc: BaseException) -> Failure:
     details[TRACEBACK_KEY] = format_traceback(origin)
     details[TYPE_HIERARCHY_KEY] = described.type_hierarchy
     try:
-        encoded = payload._dict_body(details)
+        encoded = payload._write_dict_body(details)
     except payload.PayloadError as err:  # cannot happen: details were checked
         encoded, described.message = None, f"{described.message} (error details dropped: {err})"
     return Failure(described.type_name, described.module, described.message, described.retryable, encoded)
@@ -128,6 +130,8 @@ def bind(action: Any, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 bound[name] = convert(given[name], param.annotation)
             except ConvertError as err:
                 raise _sdk_failure("ArgumentError", f"argument `{name}`: {err}") from None
+            except Exception as err:  # a dataclass's `__post_init__`, `int()` past its digit limit, ...
+                raise _sdk_failure("ArgumentError", f"argument `{name}`: {type(err).__name__}: {err}") from None
         elif param.default is not _EMPTY:
             bound[name] = param.default
         elif admits_none(param.annotation):

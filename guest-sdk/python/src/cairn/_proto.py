@@ -164,8 +164,3 @@ def text(value: memoryview, what: str) -> str:
 def double(bits: int) -> float:
     return _DOUBLE.unpack(bits.to_bytes(8, "little"))[0]
 
-
-def int64(raw: int) -> int:
-    """A varint's 64 bits as a signed int64."""
-    raw &= _U64 - 1
-    return raw - _U64 if raw >= 2**63 else raw

@@ -49,11 +49,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-import keyword
 from typing import Any, Callable
 
 from ._duration import duration_option
-from .deps import Resolver, SignatureError, plan, run_sync, where
+from .deps import Resolver, SignatureError, check_named_params, plan, run_sync, where
 from .registry import registry
 
 #: Delay before the second attempt when `retries` is given without
@@ -213,21 +212,7 @@ def action(func: Callable[..., Any] | None = None, *, name: str | None = None, t
         action_name = validate_name(name if name is not None else fn.__name__)
         if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
             raise SignatureError(f"{where(fn)}: action `{action_name}` is a generator: return a value instead")
-        signature = inspect.signature(fn)
-        for param in signature.parameters.values():
-            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                star = "*" if param.kind == param.VAR_POSITIONAL else "**"
-                raise SignatureError(
-                    f"{where(fn)}: action `{action_name}` takes `{star}{param.name}`: "
-                    "keyword arguments are matched to named parameters"
-                )
-            if param.kind == param.POSITIONAL_ONLY:
-                raise SignatureError(
-                    f"{where(fn)}: parameter `{param.name}` of action `{action_name}` is positional-only: "
-                    "keyword arguments are matched by name"
-                )
-            if keyword.iskeyword(param.name):  # pragma: no cover - Python forbids it anyway
-                raise SignatureError(f"{where(fn)}: parameter `{param.name}` is a keyword")
+        check_named_params(fn, inspect.signature(fn), f"action `{action_name}`")
         timeout_ms = duration_option("timeout", timeout) if timeout is not None else None
         retry = _retry_policy(retries, backoff, max_backoff)
         wrapped = Action(fn, name=action_name, timeout_ms=timeout_ms, retry=retry)

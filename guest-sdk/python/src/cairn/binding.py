@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import inspect
 import math
 import types
@@ -275,9 +276,17 @@ def _convert_class(value: Any, cls: type) -> Any:
     raise ConvertError(f"cannot decode into {_type_name(cls)}")
 
 
+@functools.cache
+def _dataclass_plan(cls: type) -> tuple[list, dict[str, Any]]:
+    """The `__init__` fields of dataclass `cls` and its resolved annotations,
+    once per class: `get_type_hints` re-evaluates every annotation each time
+    it is called, which would cost every invocation that passes a
+    dataclass argument."""
+    return [f for f in dataclasses.fields(cls) if f.init], typing.get_type_hints(cls)
+
+
 def _convert_dataclass(value: Any, cls: type) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if f.init]
+    fields, hints = _dataclass_plan(cls)
     if isinstance(value, (list, tuple)):
         if len(value) > len(fields):
             raise ConvertError(f"invalid length {len(value)}, expected {len(fields)} items")

@@ -182,6 +182,23 @@ def _hints(fn: Any) -> dict[str, Any]:
         raise SignatureError(f"{where(fn)}: cannot resolve the annotations of `{dependency_name(fn)}`: {err}") from None
 
 
+def check_named_params(fn: Any, signature: inspect.Signature, what: str) -> None:
+    """Raise `SignatureError` if `fn` (`what`: how the message names it,
+    e.g. ``action `f` ``) takes `*args`, `**kwargs` or a positional-only
+    parameter: keyword arguments, and dependencies, are passed by name."""
+    for param in signature.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            star = "*" if param.kind == param.VAR_POSITIONAL else "**"
+            raise SignatureError(
+                f"{where(fn)}: {what} takes `{star}{param.name}`: actions and dependencies take named parameters only"
+            )
+        if param.kind == param.POSITIONAL_ONLY:
+            raise SignatureError(
+                f"{where(fn)}: parameter `{param.name}` of {what} is positional-only: "
+                "keyword arguments are matched by name"
+            )
+
+
 _PLANS: dict[Any, list[Param]] = {}
 
 
@@ -197,19 +214,10 @@ def plan(fn: Any) -> list[Param]:
         signature = inspect.signature(fn)
     except (TypeError, ValueError) as err:
         raise SignatureError(f"{where(fn)}: cannot read the signature of `{dependency_name(fn)}`: {err}") from None
+    check_named_params(fn, signature, f"`{dependency_name(fn)}`")
     hints = _hints(fn)
     params = []
     for param in signature.parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise SignatureError(
-                f"{where(fn)}: `{dependency_name(fn)}` takes `{'*' if param.kind == param.VAR_POSITIONAL else '**'}"
-                f"{param.name}`: actions and dependencies take named parameters only"
-            )
-        if param.kind == param.POSITIONAL_ONLY:
-            raise SignatureError(
-                f"{where(fn)}: parameter `{param.name}` of `{dependency_name(fn)}` is positional-only: "
-                "keyword arguments are matched by name"
-            )
         annotation = hints.get(param.name, param.annotation)
         depends = None
         base = annotation

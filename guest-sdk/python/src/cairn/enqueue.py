@@ -10,20 +10,22 @@ def checkout(order: int, enqueue: Annotated[Enqueue, Depends()]) -> int:
 
 # Errors
 
-A target that is not `module:name`, or arguments that are not a dict or a
-dataclass, are non-retryable `EnqueueError`s raised before the host is
-asked. The host's own failures (typically the database is away) are
-retryable `EnqueueError`s.
+A target that is not `module:name`, arguments that are not a dict or a
+dataclass (or do not serialize), or a delay that is negative or not finite
+(as a number or a `timedelta`), are non-retryable `EnqueueError`s raised
+before the host is asked. The host's own failures (typically the database
+is away) are retryable `EnqueueError`s.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import math
 from typing import Any, Protocol
 
 from ._backend import Builtin, HostImport
-from .errors import SDK_MODULE, Error
+from .errors import SDK_MODULE, Error, _details_dict
 
 
 @dataclasses.dataclass
@@ -56,11 +58,16 @@ def _error(message: str, *, retryable: bool = False) -> Error:
 def _delay_ms(delay: Any) -> int | None:
     if delay is None:
         return None
+    ms: Any = None
     if isinstance(delay, _dt.timedelta):
-        return int(delay.total_seconds() * 1000)
-    if isinstance(delay, (int, float)) and not isinstance(delay, bool) and delay >= 0:
-        return int(delay * 1000)
-    raise _error(f"delay must be seconds (a number >= 0) or a timedelta, not {delay!r}")
+        ms = delay.total_seconds() * 1000
+    elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        ms = delay * 1000
+    # One check for both forms, in milliseconds: not negative, and finite
+    # (`int()` of an infinity or NaN would raise something else).
+    if ms is None or not 0 <= ms < math.inf:
+        raise _error(f"delay must be seconds (a number >= 0) or a timedelta >= 0, not {delay!r}")
+    return int(ms)
 
 
 class Enqueue(Builtin, keyword="enqueue", double="RecordingEnqueue()"):
@@ -80,21 +87,15 @@ class Enqueue(Builtin, keyword="enqueue", double="RecordingEnqueue()"):
         `kwargs` (a dict, a dataclass whose fields are the arguments, or None
         for none). `delay` is in seconds (or a `timedelta`). Returns the new
         row's id (with a live idempotency key, the existing row's)."""
-        from .payload import Model, PayloadError, _fields_of, encode_arguments
+        from .payload import PayloadError, encode_arguments
 
         module, sep, name = action.partition(":")
         if not sep or not module or not name or ":" in name:
             raise _error(f"cannot enqueue `{action}`: name the action as `module:name`")
-        if kwargs is None:
-            pairs: list = []
-        elif isinstance(kwargs, dict):
-            pairs = list(kwargs.items())
-        elif isinstance(kwargs, Model):
-            pairs = list(kwargs.data.items())
-        elif _fields_of(kwargs) is not None:
-            pairs = _fields_of(kwargs)[2]
-        else:
-            raise _error(f"keyword arguments must be a dict or a dataclass, not a {type(kwargs).__name__}")
+        try:
+            pairs = [] if kwargs is None else list(_details_dict(kwargs).items())
+        except TypeError:
+            raise _error(f"keyword arguments must be a dict or a dataclass, not a {type(kwargs).__name__}") from None
         if any(not isinstance(k, str) for k, _ in pairs):
             raise _error("keyword argument names must be strings")
         try:

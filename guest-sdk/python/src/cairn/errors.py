@@ -136,8 +136,6 @@ class Described:
     retryable: bool
     details: dict[str, Any] | None
     type_hierarchy: list[str]
-    #: Why `details` were dropped, or None.
-    details_dropped: str | None = None
 
 
 def _mro_names(cls: type) -> list[str]:
@@ -145,6 +143,10 @@ def _mro_names(cls: type) -> list[str]:
 
 
 def _details_dict(details: Any) -> dict[str, Any]:
+    """A dict, a `Model`'s data or a record's (dataclass, pydantic model)
+    fields, as a mapping in field order: an error's `details`, and what
+    `Enqueue.enqueue` accepts as keyword arguments. `TypeError` for anything
+    else."""
     from .payload import Model, _fields_of
 
     if isinstance(details, dict):
@@ -165,7 +167,6 @@ def describe_exception(exc: BaseException) -> Described:
         if exc._type is not None and exc._type != hierarchy[0]:
             hierarchy = [exc._type, *hierarchy]
         details = None
-        dropped = None
         message = exc.message
         if exc.details is not None:
             try:
@@ -174,8 +175,8 @@ def describe_exception(exc: BaseException) -> Described:
 
                 encode_value(details)
             except (TypeError, ValueError) as err:
-                details, dropped = None, str(err)
+                details = None
                 message = f"{message} (error details dropped: {err})"
-        return Described(exc.type_name, exc.module, message, exc.retryable, details, hierarchy, dropped)
+        return Described(exc.type_name, exc.module, message, exc.retryable, details, hierarchy)
     retryable = getattr(exc, "retryable", False) is True
     return Described(type(exc).__name__, type(exc).__module__, str(exc), retryable, None, hierarchy)

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ._backend import Builtin, HostImport
-from .errors import SDK_MODULE, Error
+from .errors import SDK_MODULE, Error, SerializationError
 
 
 class KvBackend(Protocol):
@@ -87,7 +87,7 @@ class Kv(Builtin, keyword="kv", double="MemoryKv()"):
         try:
             return convert(decode_value(raw), annotation)
         except (PayloadError, TypeError, ValueError) as err:
-            raise Error(f"kv value under `{key}`: {err}", type="SerializationError", module=SDK_MODULE) from None
+            raise SerializationError(f"kv value under `{key}`: {err}") from None
 
     def set_as(self, key: str, value: Any) -> None:
         """Store `value` under `key` in cairn's payload format."""
@@ -96,7 +96,7 @@ class Kv(Builtin, keyword="kv", double="MemoryKv()"):
         try:
             encoded = encode_value(value)
         except PayloadError as err:
-            raise Error(f"kv value under `{key}`: {err}", type="SerializationError", module=SDK_MODULE) from None
+            raise SerializationError(f"kv value under `{key}`: {err}") from None
         self.set(key, encoded)
 
     @staticmethod

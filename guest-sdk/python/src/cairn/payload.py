@@ -10,7 +10,10 @@ machinery uses them; tooling that reads stored results can too.
 
 Writing is deterministic and byte-identical to `cairn-payload` (Rust) for the
 same value; a differential test (`guest-sdk/payload/tests/all/python.rs`)
-checks that over thousands of generated values, both ways.
+checks that over thousands of generated values, both ways. A `set` or
+`frozenset` is written sorted, as Rust writes a `BTreeSet`, so that its bytes
+do not depend on the process's hash seed; only a set whose elements cannot be
+compared with each other (`{1, "a"}`) is written in iteration order.
 
 | Python | written as | read back as |
 |---|---|---|
@@ -21,7 +24,8 @@ checks that over thousands of generated values, both ways.
 | `float` (NaN and the infinities too) | `double_value` | `float` |
 | `str` | `string_value` | `str` |
 | `bytes`, `bytearray` | `list_value` of `int_value` 0..255, as Rust writes `Vec<u8>` | `list` of `int` (a `bytes` parameter reads it back) |
-| `list`, `set`, `frozenset` | `list_value` | `list` |
+| `list` | `list_value` | `list` |
+| `set`, `frozenset` | `list_value`, sorted if its elements compare | `list` |
 | `tuple` (named tuples too) | `tuple_value` | `tuple` |
 | `dict` | `dict_value`; `int` and `bool` keys as their Rust string form (`"1"`, `"true"`) | `dict` (first entry of a repeated key wins) |
 | `enum.Enum` member | `string_value` of its name, as Rust writes a unit variant | `str` |
@@ -38,15 +42,19 @@ cannot serialize a value of type datetime``.
 # Failure modes
 
 Every error here is a `PayloadError` (a `ValueError`) with a one-line message:
-a value that cannot be written, bytes that are not a protobuf
-`WorkflowArguments`, a result payload with neither or both of `result` and
-`error`.
+a value that cannot be written (no mapping, an `int` too long to write as
+decimal digits, a value nested too deeply or containing itself), bytes that
+are not a protobuf `WorkflowArguments` (nesting too deep included), a result
+payload with neither or both of `result` and `error`. Python's own limits
+(`RecursionError`, the int-to-string digit limit) never escape as such, so
+a caller that handles `PayloadError` handles every bad value.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import sys
 import traceback as _traceback
 from typing import Any, Iterable
@@ -166,7 +174,7 @@ def _entries(items: Iterable[tuple[str, Any]]) -> bytes:
     out = []
     for key, item in items:
         try:
-            encoded = encode_value(item)
+            encoded = _encode(item)
         except PayloadError as err:
             raise err.inside(key) from None
         out.append(p.len_field(1, _argument(key, encoded)))
@@ -180,6 +188,17 @@ def _argument(key: str, encoded_value: bytes) -> bytes:
     return head + p.len_field(2, encoded_value)
 
 
+def _decimal(value: int) -> str:
+    """The decimal digits of an int, or a `PayloadError` for one longer than
+    the interpreter converts (`sys.get_int_max_str_digits()`)."""
+    try:
+        return str(int(value))
+    except ValueError:
+        raise PayloadError(
+            f"integer too large to serialize: more than {sys.get_int_max_str_digits()} decimal digits"
+        ) from None
+
+
 def _dict_key(key: Any) -> str:
     if isinstance(key, str):
         return key
@@ -188,7 +207,7 @@ def _dict_key(key: Any) -> str:
     if isinstance(key, enum.Enum):
         return key.name
     if isinstance(key, int):
-        return str(key)
+        return _decimal(key)
     raise PayloadError("map keys must be strings, numbers, bools or chars")
 
 
@@ -196,7 +215,7 @@ def _items(values: Iterable[Any]) -> bytes:
     out = []
     for index, item in enumerate(values):
         try:
-            out.append(p.len_field(1, encode_value(item)))
+            out.append(p.len_field(1, _encode(item)))
         except PayloadError as err:
             raise err.inside(index) from None
     return b"".join(out)
@@ -235,9 +254,43 @@ def _dict_body(mapping: dict) -> bytes:
     return _entries((_dict_key(k), v) for k, v in mapping.items())
 
 
+#: Why a value made the encoder or decoder recurse past Python's limit.
+_TOO_DEEP_TO_WRITE = "value is nested too deeply to serialize (or contains itself)"
+
+
+def _writer(fn):
+    """`fn`, an entry point of the (recursive) encoder, with a value nested
+    past the interpreter's recursion limit, or containing itself, turned
+    into a `PayloadError` at the entry point, not at the innermost level
+    (where the path would be a thousand segments long)."""
+
+    @functools.wraps(fn)
+    def write(*args: Any) -> bytes:
+        try:
+            return fn(*args)
+        except RecursionError:
+            raise PayloadError(_TOO_DEEP_TO_WRITE) from None
+
+    return write
+
+
+def _set_items(value: set | frozenset) -> Iterable[Any]:
+    """A set's elements in a stable order: sorted (hash order differs between
+    processes for strings), or as iterated if they do not compare."""
+    try:
+        return sorted(value)
+    except TypeError:
+        return value
+
+
+@_writer
 def encode_value(value: Any) -> bytes:
     """Encode one value as a protobuf `WorkflowArgumentValue` (see the table
     in the module docs). Raises `PayloadError` for a value with no mapping."""
+    return _encode(value)
+
+
+def _encode(value: Any) -> bytes:
     if value is None:
         return _NULL
     if value is True or value is False:
@@ -247,7 +300,7 @@ def encode_value(value: Any) -> bytes:
     if isinstance(value, int):
         if _I64_MIN <= value <= _I64_MAX:
             return _primitive(p.varint_field(3, p.zigzag(int(value))))
-        return _primitive(p.str_field(1, str(int(value))))
+        return _primitive(p.str_field(1, _decimal(value)))
     if isinstance(value, float):
         return _primitive(p.double_field(2, value))
     if isinstance(value, str):
@@ -256,8 +309,10 @@ def encode_value(value: Any) -> bytes:
         return p.len_field(6, _dict_body(value))
     if isinstance(value, tuple):
         return p.len_field(5, _items(value))
-    if isinstance(value, (list, set, frozenset)):
+    if isinstance(value, list):
         return p.len_field(4, _items(value))
+    if isinstance(value, (set, frozenset)):
+        return p.len_field(4, _items(_set_items(value)))
     if isinstance(value, (bytes, bytearray, memoryview)):
         return p.len_field(4, b"".join(p.len_field(1, _primitive(p.varint_field(3, p.zigzag(b)))) for b in bytes(value)))
     if isinstance(value, Model):
@@ -273,6 +328,12 @@ def encode_value(value: Any) -> bytes:
     raise PayloadError(f"cannot serialize a value of type {type(value).__qualname__}")
 
 
+#: A `WorkflowDictArgument` body (the action-error's `details`), from outside
+#: the encoder.
+_write_dict_body = _writer(_dict_body)
+
+
+@_writer
 def encode_arguments(kwargs: dict[str, Any] | Iterable[tuple[str, Any]]) -> bytes:
     """Keyword arguments as a protobuf `WorkflowArguments`, in the given
     order (what the host hands an action, and what `enqueue` sends)."""
@@ -286,6 +347,7 @@ def serialize_result_payload(value: Any) -> bytes:
     return p.len_field(1, _argument(RESULT_KEY, encode_value(value)))
 
 
+@_writer
 def serialize_error_payload(exc: BaseException | ErrorValue) -> bytes:
     """Serialize an error raised during action execution: a
     `WorkflowArguments` with the single entry `error`, an `exception` with the
@@ -426,6 +488,9 @@ def _decode_error(data) -> ErrorValue:
     )
 
 
+#: Why bytes made the decoder recurse past Python's limit.
+_TOO_DEEP_TO_READ = "values nested too deeply"
+
 _KINDS = {1: _decode_primitive, 2: _decode_model, 3: _decode_error, 4: _decode_items,
           5: lambda d: tuple(_decode_items(d)), 6: lambda d: _first_wins(_decode_entries(d))}
 
@@ -437,6 +502,8 @@ def decode_value(data: bytes | memoryview) -> Any:
         return _value(data)
     except p.ProtoError as err:
         raise PayloadError(f"payload is not a protobuf WorkflowArgumentValue: {err}") from None
+    except RecursionError:
+        raise PayloadError(f"payload is not a protobuf WorkflowArgumentValue: {_TOO_DEEP_TO_READ}") from None
 
 
 def _value(data) -> Any:
@@ -463,6 +530,8 @@ def decode_arguments(data: bytes | memoryview) -> list[tuple[str, Any]]:
         return _decode_entries(data)
     except p.ProtoError as err:
         raise PayloadError(f"payload is not a protobuf WorkflowArguments: {err}") from None
+    except RecursionError:
+        raise PayloadError(f"payload is not a protobuf WorkflowArguments: {_TOO_DEEP_TO_READ}") from None
 
 
 def deserialize_result_payload(payload: bytes | memoryview | None) -> ResultPayload:

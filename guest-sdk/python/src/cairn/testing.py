@@ -41,8 +41,8 @@ from typing import Any, Iterator
 
 from .deps import Resolver
 from .enqueue import EnqueueOptions
-from .errors import SDK_MODULE, Error
-from .http import Request, Response
+from .errors import Error
+from .http import Request, Response, http_error
 from .kv import kv_error
 
 _INSTALLED: contextvars.ContextVar[Resolver | None] = contextvars.ContextVar("cairn_resolver", default=None)
@@ -172,9 +172,7 @@ class ScriptedHttp:
                 if isinstance(outcome, Error):
                     raise outcome
                 return dataclasses.replace(outcome)
-        raise Error(
-            f"ScriptedHttp has no answer for {request.method} {request.url}", type="HttpError", module=SDK_MODULE
-        )
+        raise http_error(f"ScriptedHttp has no answer for {request.method} {request.url}", False)
 
 
 @dataclasses.dataclass
@@ -234,12 +232,17 @@ class RecordingLog:
 
 class FixedContext:
     """A `Context` backend with fixed answers (an hour left unless
-    `deadline_unix_ms` is given)."""
+    `deadline_unix_ms` is given). Also what a `Context` answers from
+    outside a component without one (action id `native`)."""
+
+    #: The default budget: plenty of time, so that only tests of deadline
+    #: handling (which give `deadline_unix_ms`) ever see it run out.
+    BUDGET_MS = 3_600_000
 
     def __init__(self, action_id: str = "test", attempt: int = 1, deadline_unix_ms: int | None = None) -> None:
         self._action_id = action_id
         self._attempt = attempt
-        self._deadline = deadline_unix_ms if deadline_unix_ms is not None else int(time.time() * 1000) + 3_600_000
+        self._deadline = deadline_unix_ms if deadline_unix_ms is not None else int(time.time() * 1000) + self.BUDGET_MS
 
     def action_id(self) -> str:
         return self._action_id
