@@ -334,7 +334,6 @@ async fn python_and_rust_plugins_serve_side_by_side() -> Result<()> {
 async fn python_plugin_hot_reloads_a_new_version() -> Result<()> {
     let db = fresh_db().await?;
     let dir = plugins(&["greet"], &[])?;
-    let watched = dir.path().to_owned();
     let serve = serve(&db, dir, None).await?;
     assert_eq!(
         result_of(&db, "greet", "hello", json!({"name": "Ada"})).await?,
@@ -355,9 +354,9 @@ async fn python_plugin_hot_reloads_a_new_version() -> Result<()> {
     let staged = src.path().join("greet.wasm");
     build_python(src.path(), &staged)?;
     // Dropped in as a new file atomically replacing the old one.
-    let landing = watched.join(".greet.wasm.tmp");
+    let landing = serve.plugins().join(".greet.wasm.tmp");
     std::fs::copy(&staged, &landing)?;
-    std::fs::rename(&landing, watched.join("py_greet.wasm"))?;
+    std::fs::rename(&landing, serve.plugins().join("py_greet.wasm"))?;
 
     let greeting = until("the new greet version to serve", LOAD_LIMIT, || {
         let db = &db;

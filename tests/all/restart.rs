@@ -22,13 +22,12 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use cairn::db::{Database, DbConfig};
-use cairn::key::ActionKey;
-use cairn::queue::{Client, EnqueueRequest};
+use cairn::queue::Client;
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use crate::pg::{StateDir, TestDb};
-use crate::support::{plugin_dir, until, Serve, SOON};
+use crate::support::{plugin_dir, request, until, Serve, SOON};
 
 /// Rows, per-row sleep and per-host concurrency: about four seconds of
 /// work for two hosts, so that three restarts fall well inside the run.
@@ -54,10 +53,10 @@ async fn finished_count(pool: &PgPool) -> Result<usize> {
 }
 
 /// What one restart looked like, by the database's clock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Resumption {
     /// The server accepted connections again (first successful probe).
-    ready: Option<DateTime<Utc>>,
+    ready: DateTime<Utc>,
     /// Per host: its first claim after `ready`, and the first completion of
     /// a row it held across the crash, in ms after `ready`.
     claim_ms: BTreeMap<String, i64>,
@@ -120,8 +119,9 @@ async fn crash_and_watch(
             .push(r.try_get("id")?);
     }
     let seen = std::cell::RefCell::new(Resumption {
-        ready: Some(ready),
-        ..Resumption::default()
+        ready,
+        claim_ms: BTreeMap::new(),
+        complete_ms: BTreeMap::new(),
     });
     let owner_of = |owner: &str| {
         hosts
@@ -242,10 +242,8 @@ async fn two_hosts_finish_every_row_across_postgres_crashes() -> Result<()> {
     let host_refs: Vec<&str> = names.iter().map(String::as_str).collect();
 
     let client = Client::new(db.pool().clone());
-    let args = cairn_payload::json::json_to_arguments(&serde_json::json!({"ms": NAP_MS}))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let request = EnqueueRequest::for_action(&ActionKey::parse("sleepy:nap_and_say")?).args(&args);
-    let ids = client.enqueue_many(&vec![request; ROWS]).await?;
+    let nap = request("sleepy:nap_and_say", serde_json::json!({"ms": NAP_MS}))?;
+    let ids = client.enqueue_many(&vec![nap; ROWS]).await?;
 
     let mut report = Vec::new();
     for share in CRASH_AT {
@@ -330,7 +328,6 @@ async fn two_hosts_finish_every_row_across_postgres_crashes() -> Result<()> {
         "rows that ran more than once though no host lost its lease on them: {unexplained:?}"
     );
     for seen in &report {
-        ensure!(seen.claim_ms.len() == 2, "{seen:?}");
         for (host, ms) in &seen.claim_ms {
             ensure!(
                 *ms <= RESUME_WITHIN_MS,

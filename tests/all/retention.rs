@@ -7,14 +7,17 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use cairn::queue::{self, ActionStatus, Client, EnqueueRequest};
+use cairn::queue::{self, ActionStatus, Client};
 use cairn::retention::{self, Retention, RetentionConfig};
 use cairn::serve::Host;
-use serde_json::Value;
+use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::pg::fresh_db;
-use crate::support::{cairn, fast_worker, on_a_terminal, serve_options, until, InProcess, SOON};
+use crate::support::{
+    assert_usage_error, cairn, enqueue, fast_worker, finished, on_a_terminal, serve_options, until,
+    InProcess, SOON,
+};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -191,12 +194,9 @@ async fn serve_prunes_past_its_retention_and_retention_zero_keeps_everything() -
     )
     .await?;
     let client = Client::new(db.pool.clone());
-    let noop = client
-        .enqueue(&EnqueueRequest::for_action(&cairn::key::ActionKey::parse(
-            "noop:noop",
-        )?))
-        .await?;
-    client.wait(noop, SOON).await?;
+    let noop = enqueue(&client, "noop:noop", json!({})).await?;
+    let done = finished(&client, noop, SOON).await?;
+    ensure!(done.status == ActionStatus::Succeeded, "{done:?}");
     let mut expected = before.clone();
     expected.insert(noop);
     ensure!(ids(&db.pool).await? == expected, "retention 0 deleted rows");
@@ -253,7 +253,7 @@ async fn cairn_prune_reports_what_it_removed_and_refuses_bad_input() -> Result<(
         printed["pruned"] == 6 && printed["older_than"] == "168h",
         "{printed}"
     );
-    ensure!(printed["statuses"] == serde_json::json!(["failed", "cancelled"]));
+    ensure!(printed["statuses"] == json!(["failed", "cancelled"]));
     let out = prune(&["--older-than", "168h"])?;
     let printed: Value = serde_json::from_slice(&out.stdout)?;
     ensure!(printed["pruned"] == old.len() - 6, "{printed}");
@@ -268,13 +268,7 @@ async fn cairn_prune_reports_what_it_removed_and_refuses_bad_input() -> Result<(
         ),
         (&["--older-than", "1h", "--status", "bogus"][..], "bogus"),
     ] {
-        let out = prune(args)?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-        ensure!(
-            out.status.code() == Some(2) && errors.len() == 1 && errors[0].contains(needle),
-            "{args:?}: {stderr}"
-        );
+        assert_usage_error(&prune(args)?, needle);
     }
     // `serve --retention` takes the same grammar.
     let out = cairn()

@@ -22,8 +22,8 @@ use sqlx::PgPool;
 
 use crate::pg::fresh_db;
 use crate::support::{
-    claimed_since, db_now, fast_worker, finished, host_registered, last_finished_claim, request,
-    until, InProcess, Serve, SOON,
+    claimed_since, db_now, enqueue, fast_worker, finished, host_registered, last_finished_claim,
+    request, until, InProcess, Serve, SOON,
 };
 
 /// A row as the database holds it, with the database's clock at reading.
@@ -136,7 +136,7 @@ async fn every_example_runs_from_enqueue_to_result() -> Result<()> {
     ];
     let mut ids = Vec::new();
     for (key, args, _) in &cases {
-        ids.push(client.enqueue(&request(key, args.clone())?).await?);
+        ids.push(enqueue(&client, key, args.clone()).await?);
     }
     for ((key, _, expected), id) in cases.iter().zip(ids) {
         let row = finished(&client, id, SOON).await?;
@@ -156,12 +156,8 @@ async fn error_payload_is_stored_for_failed_rows() -> Result<()> {
     let worker = InProcess::start(&db.pool, &["math", "panicker"], fast_worker()).await?;
     // math:divide declares retries = 3, but ZeroDivisionError is not
     // retryable; a guest panic is not either.
-    let divide = client
-        .enqueue(&request("math:divide", json!({"a": 1.0, "b": 0.0}))?)
-        .await?;
-    let boom = client
-        .enqueue(&request("panicker:boom", json!({"message": "kaboom"}))?)
-        .await?;
+    let divide = enqueue(&client, "math:divide", json!({"a": 1.0, "b": 0.0})).await?;
+    let boom = enqueue(&client, "panicker:boom", json!({"message": "kaboom"})).await?;
 
     let row = finished(&client, divide, SOON).await?;
     ensure!(row.status == ActionStatus::Failed, "divide: {}", row.status);
@@ -198,9 +194,9 @@ async fn a_result_that_is_not_a_payload_fails_the_row_and_cairn_result_reads_it(
     ];
     let mut ids = Vec::new();
     for (key, _) in &lies {
-        ids.push(client.enqueue(&request(key, json!({}))?).await?);
+        ids.push(enqueue(&client, key, json!({})).await?);
     }
-    let honest = client.enqueue(&request("liar:honest", json!({}))?).await?;
+    let honest = enqueue(&client, "liar:honest", json!({})).await?;
 
     for ((key, why), id) in lies.iter().zip(&ids) {
         let row = finished(&client, *id, SOON).await?;
@@ -500,9 +496,7 @@ async fn delayed_row_does_not_start_before_its_delay() -> Result<()> {
                 .priority(-100),
         )
         .await?;
-    let now = client
-        .enqueue(&request("greet:hello", json!({"name": "now"}))?)
-        .await?;
+    let now = enqueue(&client, "greet:hello", json!({"name": "now"})).await?;
     let worker = InProcess::run(&db.pool, host, Some(dir)).await?;
     ensure_succeeded(&finished(&client, now, SOON).await?)?;
     let row = finished(&client, delayed, SOON).await?;
@@ -810,9 +804,7 @@ async fn an_idle_worker_is_woken_by_the_enqueue_notification() -> Result<()> {
     .await?;
 
     let began = Instant::now();
-    let id = client
-        .enqueue(&request("greet:hello", json!({"name": "now"}))?)
-        .await?;
+    let id = enqueue(&client, "greet:hello", json!({"name": "now"})).await?;
     let row = finished(&client, id, SOON).await?;
     let took = began.elapsed();
     ensure_succeeded(&row)?;
@@ -893,9 +885,7 @@ async fn lost_lease_abandons_the_attempt_and_frees_capacity() -> Result<()> {
         .bind(long)
         .execute(&db.pool)
         .await?;
-    let next = client
-        .enqueue(&request("greet:hello", json!({"name": "next"}))?)
-        .await?;
+    let next = enqueue(&client, "greet:hello", json!({"name": "next"})).await?;
     let row = finished(&client, next, SOON).await?;
     ensure_succeeded(&row)?;
     // The abandoned attempt wrote nothing: the row is still the thief's.

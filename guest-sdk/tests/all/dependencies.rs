@@ -21,7 +21,7 @@ use cairn_sdk::{
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::{assert_error, call, call_err, MODULE};
+use crate::{assert_error, assert_error_starts, call, call_err, MODULE};
 
 // ---------------------------------------------------------------------------
 // Construction counters: thread-local, as every test runs on its own thread.
@@ -591,14 +591,11 @@ fn invoke_without_test_doubles_names_the_missing_one() {
         "kv_roundtrip",
         vec![("key", V::string("k")), ("value", V::string("v"))],
     );
-    assert_eq!(err.type_name, "DependencyError");
-    assert!(
-        err.message.starts_with(
-            "dependency `Kv` failed: no `cairn:plugin/kv` outside a component: give the resolver \
-             a test double, e.g. `Resolver::new().kv(cairn_sdk::testing::MemoryKv::new())`"
-        ),
-        "{}",
-        err.message
+    assert_error_starts(
+        &err,
+        "DependencyError",
+        "dependency `Kv` failed: no `cairn:plugin/kv` outside a component: give the resolver \
+         a test double, e.g. `Resolver::new().kv(cairn_sdk::testing::MemoryKv::new())`",
     );
     assert_eq!(details(&err).cause_type, "MissingBackend");
 

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use prost::Message;
 
 use crate::roundtrip::any_value;
+use crate::support::{dict_of, exception};
 
 /// What the checker says, reduced to the property under test: `Ok`,
 /// "does not decode", or "decodes but is not one `result` entry".
@@ -87,10 +88,7 @@ fn every_kind() -> Vec<u8> {
     let dict = |entries: Vec<(&str, WorkflowArgumentValue)>| {
         WorkflowArgumentValue::dict(entries.into_iter().map(|(k, v)| (k.to_owned(), v)))
     };
-    let data = match dict(vec![("x", WorkflowArgumentValue::int(-1))]).kind {
-        Some(K::DictValue(d)) => d,
-        _ => unreachable!(),
-    };
+    let data = dict_of([("x".to_owned(), WorkflowArgumentValue::int(-1))]);
     serialize_result_payload(WorkflowArgumentValue::list([
         WorkflowArgumentValue::null(),
         WorkflowArgumentValue::default(),
@@ -107,16 +105,14 @@ fn every_kind() -> Vec<u8> {
                 data: Some(data.clone()),
             })),
         },
-        WorkflowArgumentValue {
-            kind: Some(K::Exception(WorkflowErrorValue {
-                r#type: "E".into(),
-                module: "m".into(),
-                message: "msg".into(),
-                traceback: "tb".into(),
-                values: Some(data),
-                type_hierarchy: vec!["E".into(), "Base".into()],
-            })),
-        },
+        exception(WorkflowErrorValue {
+            r#type: "E".into(),
+            module: "m".into(),
+            message: "msg".into(),
+            traceback: "tb".into(),
+            values: Some(data),
+            type_hierarchy: vec!["E".into(), "Base".into()],
+        }),
     ]))
 }
 

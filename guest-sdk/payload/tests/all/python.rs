@@ -32,7 +32,7 @@ use cairn_payload::*;
 use prost::Message;
 use serde_json::{json, Value as Json};
 
-use crate::support::TestResult;
+use crate::support::{dict_of, exception, TestResult};
 
 /// How many values to compare: well past the 1,000 the issue asks for, and
 /// still well under a second of Python.
@@ -157,18 +157,6 @@ fn entries(
     (values, descs)
 }
 
-fn dict_message(pairs: Vec<(String, WorkflowArgumentValue)>) -> WorkflowDictArgument {
-    WorkflowDictArgument {
-        entries: pairs
-            .into_iter()
-            .map(|(key, value)| WorkflowArgument {
-                key,
-                value: Some(value),
-            })
-            .collect(),
-    }
-}
-
 #[derive(serde::Serialize)]
 struct Reading {
     sensor: String,
@@ -274,7 +262,7 @@ fn generate(rng: &mut Rng, depth: u32) -> Case {
                 kind: Some(Kind::Basemodel(BaseModelWorkflowArgument {
                     module: module.clone(),
                     name: name.clone(),
-                    data: Some(dict_message(pairs)),
+                    data: Some(dict_of(pairs)),
                 })),
             };
             let desc = json!({"k": "model", "module": module, "name": name, "fields": descs, "dataclass": dataclass});
@@ -312,7 +300,7 @@ fn generate(rng: &mut Rng, depth: u32) -> Case {
                 module: text(rng),
                 message: text(rng),
                 traceback: text(rng),
-                values: with_values.then(|| dict_message(pairs)),
+                values: with_values.then(|| dict_of(pairs)),
                 type_hierarchy: hierarchy.clone(),
             };
             let desc = json!({
@@ -321,9 +309,7 @@ fn generate(rng: &mut Rng, depth: u32) -> Case {
                 "hierarchy": hierarchy,
             });
             Case {
-                value: WorkflowArgumentValue {
-                    kind: Some(Kind::Exception(error)),
-                },
+                value: exception(error),
                 desc,
             }
         }

@@ -7,7 +7,7 @@ use cairn_payload::*;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::support::Bytes;
+use crate::support::{dict_of, exception, Bytes};
 
 /// An f64 compared bit for bit, so that NaN equals itself and 0.0 != -0.0:
 /// the format must keep every double exactly.
@@ -218,24 +218,16 @@ pub fn any_value() -> impl Strategy<Value = WorkflowArgumentValue> {
                 entries,
                 prop::collection::vec(any::<String>(), 0..3)
             )
-                .prop_map(|(s, e, type_hierarchy)| WorkflowArgumentValue {
-                    kind: Some(K::Exception(WorkflowErrorValue {
-                        r#type: s[0].clone(),
-                        module: s[1].clone(),
-                        message: s[2].clone(),
-                        traceback: s[3].clone(),
-                        values: Some(dict_of(e)),
-                        type_hierarchy,
-                    })),
-                }),
+                .prop_map(|(s, e, type_hierarchy)| exception(WorkflowErrorValue {
+                    r#type: s[0].clone(),
+                    module: s[1].clone(),
+                    message: s[2].clone(),
+                    traceback: s[3].clone(),
+                    values: Some(dict_of(e)),
+                    type_hierarchy,
+                })),
         ]
     })
-}
-
-fn dict_of(entries: Vec<(String, WorkflowArgumentValue)>) -> WorkflowDictArgument {
-    WorkflowDictArgument {
-        entries: WorkflowArguments::from_pairs(entries).arguments,
-    }
 }
 
 /// Debug output compares NaN equal to NaN and tells every other double apart,

@@ -36,6 +36,16 @@ pub fn double(v: &WorkflowArgumentValue) -> Result<f64, String> {
     }
 }
 
+/// The dict message holding `entries`, in order: the `data` of a basemodel,
+/// the `values` of an exception.
+pub fn dict_of(
+    entries: impl IntoIterator<Item = (String, WorkflowArgumentValue)>,
+) -> WorkflowDictArgument {
+    WorkflowDictArgument {
+        entries: WorkflowArguments::from_pairs(entries).arguments,
+    }
+}
+
 /// An exception value.
 pub fn exception(e: WorkflowErrorValue) -> WorkflowArgumentValue {
     WorkflowArgumentValue {
